@@ -1,0 +1,58 @@
+"""AdamW with weight decay on weight matrices only, and the thread setting of a training process."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from training.recipe import OptimConfig
+
+THREADS_ENV = "SEQSERVE_TORCH_THREADS"
+_NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.RMSNorm)
+
+
+def no_decay_parameters(model: nn.Module) -> set[int]:
+    """Ids of parameters that weight decay would only shrink: biases, norm gains, embeddings.
+
+    The model's own `no_decay_parameter_names()` is used where it exists; a rule (1-D tensors and any
+    parameter of an embedding or norm module) covers modules that do not declare one.
+    """
+    chosen: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, _NO_DECAY_MODULES):
+            chosen.update(id(param) for param in module.parameters(recurse=False))
+        declared = getattr(module, "no_decay_parameter_names", None)
+        if callable(declared):
+            params = dict(module.named_parameters())
+            chosen.update(id(params[name]) for name in declared() if name in params)
+    chosen.update(id(param) for param in model.parameters() if param.ndim < 2)
+    return chosen
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+    """Two AdamW groups: decayed weights and everything else (each shared tensor listed once)."""
+    skip = no_decay_parameters(model)
+    params = [param for param in model.parameters() if param.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) not in skip], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over the two groups; the LR is set by the schedule before every step."""
+    return torch.optim.AdamW(
+        parameter_groups(model, optim.weight_decay),
+        lr=optim.lr,
+        betas=(optim.betas[0], optim.betas[1]),
+        eps=optim.eps,
+    )
+
+
+def configure_threads(threads: int = 0) -> int:
+    """Set torch's intra-op threads: the recipe's value, else $SEQSERVE_TORCH_THREADS, else every core."""
+    count = threads or int(os.environ.get(THREADS_ENV, "0") or 0) or os.cpu_count() or 1
+    torch.set_num_threads(count)
+    return count

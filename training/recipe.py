@@ -1,0 +1,177 @@
+"""Recipes: the TOML files in training/configs that say how a default model was made.
+
+A recipe has a `name` (the run folder and export name) and five sections: `[data]`, `[tokenizer]`,
+`[model]` (its `kind` plus the model dataclass fields, passed through to `training.build`),
+`[optim]` and `[task]`. Typed sections catch a misspelt key before a 20-minute run, not after it.
+The resolved recipe (defaults filled in, overrides applied) is written to each run as config.toml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the corpus is and how it is split (see training/data.py for the formats)."""
+
+    format: str = "text"  # "text" | "labelled_lines" | "folders"
+    path: str = ""  # text file, or the root of a folder corpus
+    train_fraction: float = 0.9  # text: first fraction of characters trains, the rest validates
+    train: str = ""  # labelled_lines: training file
+    dev: str = ""  # labelled_lines: model-selection file
+    classes: list[str] = field(default_factory=list)  # folders: class sub-folders, label i = classes[i]
+    train_folds: str = ""  # folders: e.g. "0-799" (cvNNN prefixes); empty = every fold
+    dev_folds: str = ""  # folders: e.g. "800-899"
+    labels: list[str] = field(default_factory=list)  # classifier label names, in label-index order
+    # LMs: labelled-lines files (e.g. sst2/train.txt) whose texts, labels dropped, join the training text.
+    extra_train_texts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Train a tokenizer on the training split, or reuse one (e.g. the LM a classifier starts from)."""
+
+    kind: str = "bpe"  # "bpe" | "char"
+    vocab_size: int = 1024  # bpe only
+    path: str = ""  # an existing tokenizer.json to reuse instead of training one
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW, warmup + cosine, clipping, and the step/time budget of the run."""
+
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
+    batch_size: int = 32
+    max_steps: int = 5000
+    max_minutes: float = 0.0  # wall-clock budget of the training loop; 0 = none
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    log_every: int = 10
+    seed: int = 1337
+    threads: int = 0  # torch intra-op threads; 0 = $SEQSERVE_TORCH_THREADS or every core
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Knobs of the individual tasks; each task reads only its own."""
+
+    bptt: int = 128  # rnn_lm: tokens per truncated-BPTT chunk
+    eval_tokens: int = 32768  # LMs: size of the fixed validation subset used for periodic evals
+    eval_batch_size: int = 32
+    aux_lm_weight: float = 0.5  # transformer_classifier: lambda in L = L_cls + lambda * L_lm
+    patience: int = 5  # classifiers: evals without a better dev accuracy before stopping
+    max_tokens: int = 256  # classifiers: longest input kept (an appended EOS included)
+    truncation: str = "head"  # classifiers: keep the "head", the "tail" or "head_tail" of a long text
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole run description, as read from TOML and resolved."""
+
+    name: str
+    model: dict[str, Any]
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    export_name: str = ""
+    export: bool = True  # false: a run other recipes start from (e.g. LM pre-training), not a served model
+
+    @property
+    def kind(self) -> str:
+        return str(self.model["kind"])
+
+    def with_overrides(self, **optim_overrides: Any) -> Recipe:
+        """Apply CLI overrides such as max_steps or max_minutes (None means keep the recipe's)."""
+        changes = {key: value for key, value in optim_overrides.items() if value is not None}
+        return dataclasses.replace(self, optim=dataclasses.replace(self.optim, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "export_name": self.export_name,
+            "export": self.export,
+            "data": dataclasses.asdict(self.data),
+            "tokenizer": dataclasses.asdict(self.tokenizer),
+            "model": dict(self.model),
+            "optim": dataclasses.asdict(self.optim),
+            "task": dataclasses.asdict(self.task),
+        }
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "tokenizer": TokenizerConfig,
+    "optim": OptimConfig,
+    "task": TaskConfig,
+}
+
+
+def _section(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
+    return cls(**values)
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    """Validate and type a parsed recipe."""
+    extra = sorted(set(raw) - {"name", "export_name", "export", "model", *SECTIONS})
+    if extra:
+        raise ValueError(f"{source}: unknown top-level keys {extra}")
+    if "name" not in raw or "model" not in raw or "kind" not in raw["model"]:
+        raise ValueError(f"{source}: a recipe needs `name` and a [model] section with `kind`")
+    sections = {key: _section(cls, raw.get(key, {}), f"{source} [{key}]") for key, cls in SECTIONS.items()}
+    return Recipe(
+        name=raw["name"],
+        model=dict(raw["model"]),
+        export_name=raw.get("export_name") or raw["name"],
+        export=bool(raw.get("export", True)),
+        **sections,
+    )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse a recipe TOML file."""
+    with open(path, "rb") as handle:
+        return recipe_from_dict(tomllib.load(handle), str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # JSON string escapes are a subset of TOML basic-string escapes.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def recipe_to_toml(recipe: Recipe) -> str:
+    """The resolved recipe as TOML, so a run folder says exactly what produced it."""
+    data = recipe.to_dict()
+    lines = [
+        f"name = {_toml_value(data.pop('name'))}",
+        f"export_name = {_toml_value(data.pop('export_name'))}",
+        f"export = {_toml_value(data.pop('export'))}",
+    ]
+    for section, values in data.items():
+        lines += ["", f"[{section}]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,100 @@
+"""Training tasks and the factory that builds the right one for a recipe's model kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from training.data import load_classification_corpus, load_lm_corpus
+from training.long_documents import TRUNCATIONS, truncate
+from training.recipe import Recipe
+from training.tasks.base import Task, improved
+from training.tasks.classification import ClassificationTask
+from training.tasks.language_model import RecurrentLMTask, TransformerLMTask
+from training.tokenizer import EOS_ID, PAD_ID, decode, encode
+
+__all__ = [
+    "ClassificationTask",
+    "RecurrentLMTask",
+    "Task",
+    "TransformerLMTask",
+    "encode_classifier_text",
+    "improved",
+    "make_task",
+    "training_texts",
+]
+
+
+def training_texts(recipe: Recipe) -> tuple[list[str], list[str]]:
+    """(texts a tokenizer is trained on, label names): only the training split, never validation."""
+    if recipe.kind in ("transformer_lm", "rnn_lm"):
+        return [load_lm_corpus(recipe.data).train], []
+    corpus = load_classification_corpus(recipe.data)
+    return [example.text for example in corpus.train], corpus.labels
+
+
+def encode_classifier_text(
+    tokenizer: Tokenizer, text: str, max_tokens: int, append_eos: bool, truncation: str
+) -> list[int]:
+    """Token ids of one example, cut to `max_tokens` (training/long_documents.py), EOS appended if asked."""
+    ids = truncate(encode(tokenizer, text), max_tokens - (1 if append_eos else 0), truncation)
+    return [*ids, EOS_ID] if append_eos else ids
+
+
+def _stream(tokenizer: Tokenizer, text: str) -> torch.Tensor:
+    return torch.tensor(encode(tokenizer, text), dtype=torch.long)
+
+
+def make_task(recipe: Recipe, tokenizer: Tokenizer, model_config: dict[str, Any]) -> Task:
+    """Read the recipe's data, tokenize it, and wrap it in the task its model kind trains on."""
+    kind, optim, task = recipe.kind, recipe.optim, recipe.task
+    if kind in ("transformer_lm", "rnn_lm"):
+        corpus = load_lm_corpus(recipe.data)
+        val_tokens = _stream(tokenizer, corpus.val)
+        subset_tokens = min(task.eval_tokens, val_tokens.numel())
+        subset_chars = len(decode(tokenizer, val_tokens[:subset_tokens].tolist()))
+        common = {"val_tokens": val_tokens, "val_chars": len(corpus.val), "subset_tokens": subset_tokens}
+        if kind == "transformer_lm":
+            return TransformerLMTask(
+                train_tokens=_stream(tokenizer, corpus.train),
+                context_length=int(model_config["context_length"]),
+                batch_size=optim.batch_size,
+                seed=optim.seed,
+                subset_chars=subset_chars,
+                eval_batch_size=task.eval_batch_size,
+                **common,
+            )
+        return RecurrentLMTask(
+            train_tokens=_stream(tokenizer, corpus.train),
+            batch_size=optim.batch_size,
+            bptt=task.bptt,
+            subset_chars=subset_chars,
+            **common,
+        )
+    if task.truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, not {task.truncation!r}")
+    corpus = load_classification_corpus(recipe.data)
+    append_eos = bool(model_config.get("append_eos", False))
+    max_tokens = task.max_tokens
+    if kind == "transformer_classifier":
+        max_tokens = min(max_tokens, int(model_config["context_length"]))
+
+    def ids(examples: list) -> list[list[int]]:
+        return [
+            encode_classifier_text(tokenizer, e.text, max_tokens, append_eos, task.truncation)
+            for e in examples
+        ]
+
+    return ClassificationTask(
+        train_ids=ids(corpus.train),
+        train_labels=[example.label for example in corpus.train],
+        dev_ids=ids(corpus.dev),
+        dev_labels=[example.label for example in corpus.dev],
+        batch_size=optim.batch_size,
+        pad_id=PAD_ID,
+        seed=optim.seed,
+        aux_lm_weight=task.aux_lm_weight if kind == "transformer_classifier" else None,
+        eval_batch_size=task.eval_batch_size,
+    )
