@@ -1,0 +1,84 @@
+"""The inference engine: continuous batching over an in-place KV cache, and a dynamic classifier batcher.
+
+Public interface (everything the REST/gRPC adapters need)::
+
+    from service.engine import (
+        load_generation_model, load_classifier,           # artifact folder -> engine / batcher
+        GenerationEngine, GenerationRequest, SamplingParams,
+        RequestHandle, TokenEvent, FinishEvent, Usage, GenerationResult,
+        ClassifierBatcher, Classification,
+        QueueFullError, EngineStoppedError, PromptTooLongError, ModelIntegrityError, ManifestError,
+    )
+
+    engine = load_generation_model(Path("exported_models/shakespeare-gpt"), settings)
+    await asyncio.to_thread(engine.start)               # warm-up + scheduler thread (blocking)
+    handle = engine.submit(GenerationRequest(prompt="ROMEO:", params=SamplingParams(max_new_tokens=64)))
+    async for event in handle:                          # TokenEvent..., FinishEvent per sample
+        ...                                             # event.index tells the sample (n > 1)
+    handle.cancel()                                     # e.g. client disconnected: slot freed next step
+    result = await handle.result()                      # unary: texts, token ids, logprobs, usage
+    engine.stats()                                      # running, waiting, slots used/total, provider
+    await engine.stop(drain_timeout=25)                 # drain, then cancel leftovers
+
+    clf = load_classifier(Path("exported_models/sst2-transformer"), settings)
+    await asyncio.to_thread(clf.start)
+    [c.label for c in await clf.classify(["a fine film"])]
+
+Errors: `submit` raises QueueFullError (-> 429), EngineStoppedError (-> 503), ValueError and
+PromptTooLongError (-> 400; SamplingParams validates at construction and names the field).
+Finish reasons: "stop" (eos, stop token id, or stop string), "length" (max_new_tokens or the end of
+the context), "cancelled", "error" (a model failure; `FinishEvent.error` says what).
+"""
+
+from service.engine.batcher import BatchRecord, Classification, ClassifierBatcher
+from service.engine.engine import EngineStats, GenerationEngine
+from service.engine.errors import (
+    EngineError,
+    EngineStoppedError,
+    ManifestError,
+    ModelIntegrityError,
+    PromptTooLongError,
+    QueueFullError,
+)
+from service.engine.loader import load_classifier, load_generation_model
+from service.engine.manifest import Manifest, read_manifest
+from service.engine.params import SamplingParams
+from service.engine.request import (
+    CompletionOutput,
+    Event,
+    FinishEvent,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    RequestHandle,
+    TokenEvent,
+    Usage,
+)
+
+__all__ = [
+    "BatchRecord",
+    "Classification",
+    "ClassifierBatcher",
+    "CompletionOutput",
+    "EngineError",
+    "EngineStats",
+    "EngineStoppedError",
+    "Event",
+    "FinishEvent",
+    "FinishReason",
+    "GenerationEngine",
+    "GenerationRequest",
+    "GenerationResult",
+    "Manifest",
+    "ManifestError",
+    "ModelIntegrityError",
+    "PromptTooLongError",
+    "QueueFullError",
+    "RequestHandle",
+    "SamplingParams",
+    "TokenEvent",
+    "Usage",
+    "load_classifier",
+    "load_generation_model",
+    "read_manifest",
+]

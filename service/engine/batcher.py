@@ -1,0 +1,208 @@
+"""Dynamic batching for classifiers (as in Triton): a batch closes at `max_batch` texts or when its
+oldest text has waited `max_delay`; texts of similar length are grouped so padding stays small."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from service import metrics
+from service.engine.errors import EngineStoppedError, QueueFullError
+from service.engine.runtime import ModelSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What one classifier run did; passed to `on_batch` observers (metrics, tests, logs)."""
+
+    size: int
+    padded_length: int
+    oldest_wait_s: float
+    started_at: float
+    seconds: float
+
+
+@dataclass
+class _Item:
+    ids: np.ndarray
+    enqueued_at: float
+    future: asyncio.Future[tuple[str, np.ndarray]]
+    loop: asyncio.AbstractEventLoop
+
+
+class ClassifierBatcher:
+    """`await classify(texts)` from any event loop; one worker thread runs the ONNX classifier."""
+
+    def __init__(
+        self,
+        name: str,
+        session: ModelSession,
+        tokenizer: Tokenizer,
+        labels: Sequence[str],
+        pad_id: int,
+        eos_id: int | None,
+        append_eos: bool,
+        max_length: int,
+        max_batch: int = 32,
+        max_delay_ms: float = 5.0,
+        max_queue: int = 1024,
+        on_batch: Callable[[BatchRecord], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.session = session
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.pad_id = pad_id
+        self.eos_id = eos_id if append_eos else None
+        self.max_length = max_length
+        self.max_batch = max_batch
+        self.max_delay = max_delay_ms / 1000.0
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self._pending: list[_Item] = []
+        self._cond = threading.Condition()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._labels = {"model": name}
+        metrics.MODEL_READY.labels(**self._labels).set(0)
+
+    @property
+    def provider(self) -> str:
+        return self.session.provider
+
+    @property
+    def ready(self) -> bool:
+        return self._running
+
+    def start(self) -> None:
+        """Warm up at a few batch shapes, then start the worker thread."""
+        for batch, length in ((1, 8), (self.max_batch, 8), (self.max_batch, min(64, self.max_length))):
+            self._run(
+                np.full((batch, length), self.pad_id, dtype=np.int64), np.ones((batch, length), np.int64)
+            )
+        self._running = True
+        self._thread = threading.Thread(target=self._worker, name=f"batcher-{self.name}", daemon=True)
+        self._thread.start()
+        metrics.MODEL_READY.labels(**self._labels).set(1)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Token ids as the classifier was trained: truncated to fit, `<|eos|>` appended when asked."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        room = self.max_length - (1 if self.eos_id is not None else 0)
+        ids = ids[:room]
+        if self.eos_id is not None:
+            ids = [*ids, self.eos_id]
+        if not ids:
+            ids = [self.pad_id]  # an empty text still needs one position; its mask row stays valid
+        return np.asarray(ids, dtype=np.int64)
+
+    async def classify(self, texts: Sequence[str]) -> list[Classification]:
+        """Classify texts (batched with other callers' texts); raises QueueFullError when saturated."""
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        items = [_Item(self.encode(t), now, loop.create_future(), loop) for t in texts]
+        with self._cond:
+            if not self._running:
+                raise EngineStoppedError(f"classifier {self.name!r} is not running")
+            if len(self._pending) + len(items) > self.max_queue:
+                raise QueueFullError(f"classifier {self.name!r}: queue is full ({self.max_queue})")
+            self._pending.extend(items)
+            self._cond.notify()
+        results = await asyncio.gather(*(item.future for item in items))
+        return [
+            Classification(label, {lab: float(p) for lab, p in zip(self.labels, probs, strict=True)})
+            for label, probs in results
+        ]
+
+    async def stop(self, drain_timeout: float = 25.0) -> None:
+        """Finish what is queued (the worker drains before exiting), then join the thread."""
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+        metrics.MODEL_READY.labels(**self._labels).set(0)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, drain_timeout)
+
+    def _take_batch_locked(self) -> list[_Item]:
+        """The oldest item plus up to max_batch-1 others closest to it in length (no starvation)."""
+        if len(self._pending) <= self.max_batch:
+            batch, self._pending = self._pending, []
+            return batch
+        oldest = self._pending[0]
+        rest = sorted(
+            range(1, len(self._pending)), key=lambda i: (abs(len(self._pending[i].ids) - len(oldest.ids)), i)
+        )
+        chosen = {0, *rest[: self.max_batch - 1]}
+        batch = [it for i, it in enumerate(self._pending) if i in chosen]
+        self._pending = [it for i, it in enumerate(self._pending) if i not in chosen]
+        return batch
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and self._running:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                deadline = self._pending[0].enqueued_at + self.max_delay
+                while self._running and len(self._pending) < self.max_batch:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                batch = self._take_batch_locked()
+            self._process(batch)
+
+    def _process(self, batch: list[_Item]) -> None:
+        started = time.perf_counter()
+        length = max(len(it.ids) for it in batch)
+        ids = np.full((len(batch), length), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), length), dtype=np.int64)
+        for row, it in enumerate(batch):
+            ids[row, : len(it.ids)] = it.ids
+            mask[row, : len(it.ids)] = 1
+        try:
+            probs = self._run(ids, mask)
+        except Exception as exc:  # one failed batch fails its callers, not the worker
+            log.exception("classifier %s failed a batch", self.name)
+            for it in batch:
+                it.loop.call_soon_threadsafe(_set_exception, it.future, exc)
+            return
+        done = time.perf_counter()
+        for row, it in enumerate(batch):
+            result = (self.labels[int(np.argmax(probs[row]))], probs[row])
+            it.loop.call_soon_threadsafe(_set_result, it.future, result)
+            metrics.CLASSIFIER_LATENCY.labels(**self._labels).observe(done - it.enqueued_at)
+        metrics.CLASSIFIER_BATCH_SIZE.labels(**self._labels).observe(len(batch))
+        if self.on_batch is not None:
+            self.on_batch(
+                BatchRecord(len(batch), length, started - batch[0].enqueued_at, started, done - started)
+            )
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self.session.run({"input_ids": ids, "attention_mask": mask})["probabilities"]
+
+
+def _set_result(future: asyncio.Future, value: object) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -1,0 +1,152 @@
+"""`GenerationEngine`: the asyncio-facing front of one generation model (tokenise, submit, stats, drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from service import metrics
+from service.engine.errors import EngineStoppedError, PromptTooLongError
+from service.engine.request import GenerationRequest, RequestHandle
+from service.engine.runner import ModelRunner
+from service.engine.scheduler import Scheduler
+from service.engine.sequence import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot for /readyz, /v1/models and logs."""
+
+    model: str
+    running: int
+    waiting: int
+    slots_used: int
+    slots_total: int
+    provider: str
+    ready: bool
+
+
+class GenerationEngine:
+    """Continuous-batching generation for one model.
+
+    Lifecycle: `start()` (blocking: warms up, then starts the scheduler thread; call it with
+    `asyncio.to_thread` from async code), `submit()` from the event loop, `await stop(timeout)`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        runner: ModelRunner,
+        tokenizer: Tokenizer,
+        eos_id: int | None,
+        max_queue: int = 64,
+        max_prompt_tokens: int | None = None,
+        context_length: int | None = None,
+        max_new_tokens: int = 512,
+        prefill_chunk_tokens: int = 512,
+        warmup: bool = True,
+    ) -> None:
+        self.name = name
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.eos_id = eos_id
+        # Prompts are bounded by the setting, else by the trained context; never beyond the KV buffer.
+        wanted = max_prompt_tokens or context_length or (1 << 30)
+        self.max_prompt_tokens = min(wanted, runner.max_len or (1 << 30))
+        self.max_new_tokens = max_new_tokens
+        self._warmup = warmup
+        self._prefill_chunk_tokens = prefill_chunk_tokens
+        self._scheduler = Scheduler(runner, tokenizer, name, max_queue, prefill_chunk_tokens)
+        self._handles: set[RequestHandle] = set()
+        self._ready = False
+        metrics.MODEL_READY.labels(model=name).set(0)
+
+    @property
+    def provider(self) -> str:
+        return self.runner.provider
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def start(self) -> None:
+        """Warm up the shapes requests will use, then start the scheduler thread."""
+        if self._warmup:
+            lengths = sorted({16, 64, self._prefill_chunk_tokens})
+            self.runner.warmup(lengths)
+        self._scheduler.start()
+        self._ready = True
+        metrics.MODEL_READY.labels(model=self.name).set(1)
+        log.info("model %s ready on %s with %d slots", self.name, self.provider, self.runner.max_slots)
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        """Prompt token ids, checked against the context: raises PromptTooLongError or ValueError."""
+        if request.prompt_token_ids is not None:
+            ids = list(request.prompt_token_ids)
+            if any(t < 0 or t >= self.runner.vocab_size for t in ids):
+                raise ValueError(f"prompt_token_ids: ids must be in [0, {self.runner.vocab_size})")
+        else:
+            ids = self.tokenizer.encode(request.prompt or "", add_special_tokens=False).ids
+        if not ids:
+            raise ValueError("prompt: must contain at least one token")
+        if len(ids) > self.max_prompt_tokens:
+            raise PromptTooLongError(
+                f"prompt: {len(ids)} tokens, the limit for {self.name!r} is {self.max_prompt_tokens}"
+            )
+        return ids
+
+    def submit(self, request: GenerationRequest) -> RequestHandle:
+        """Queue a request from a running event loop; events arrive on that loop.
+
+        Raises QueueFullError (queue at its bound), EngineStoppedError (not started or draining),
+        ValueError/PromptTooLongError (invalid request).
+        """
+        params = request.params
+        if params.max_new_tokens > self.max_new_tokens:
+            raise ValueError(f"max_new_tokens: at most {self.max_new_tokens} for {self.name!r}")
+        if params.n > self.runner.max_slots:
+            raise ValueError(f"n: at most {self.runner.max_slots} (the engine's slots)")
+        if not self._ready:
+            raise EngineStoppedError(f"model {self.name!r} is not ready")
+        prompt = self.encode(request)
+        loop = asyncio.get_running_loop()
+        handle = RequestHandle(request, prompt, loop, self._scheduler.wake)
+        stop_ids = set(params.stop_token_ids)
+        if self.eos_id is not None and not params.ignore_eos:
+            stop_ids.add(self.eos_id)
+        self._scheduler.submit(Job(handle, np.asarray(prompt, dtype=np.int64), frozenset(stop_ids)))
+        self._handles.add(handle)
+        handle.done.add_done_callback(lambda _f: self._handles.discard(handle))
+        return handle
+
+    def stats(self) -> EngineStats:
+        running, waiting = self._scheduler.counts()
+        return EngineStats(
+            model=self.name,
+            running=running,
+            waiting=waiting,
+            slots_used=self._scheduler.slots.used,
+            slots_total=self.runner.max_slots,
+            provider=self.provider,
+            ready=self._ready,
+        )
+
+    async def stop(self, drain_timeout: float = 25.0) -> None:
+        """Drain: refuse new requests, let queued and running ones finish for up to `drain_timeout`
+        seconds, cancel the rest, and join the scheduler thread."""
+        self._ready = False
+        metrics.MODEL_READY.labels(model=self.name).set(0)
+        self._scheduler.close(cancel=False)
+        pending = [h.done for h in self._handles if not h.done.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=drain_timeout)
+            if late:
+                log.warning("model %s: cancelling %d requests after the drain timeout", self.name, len(late))
+                self._scheduler.close(cancel=True)
+        await asyncio.to_thread(self._scheduler.join)

@@ -1,0 +1,96 @@
+"""Build an engine or a classifier batcher from an artifact folder, independent of any registry."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from service.engine.batcher import ClassifierBatcher
+from service.engine.engine import GenerationEngine
+from service.engine.errors import ManifestError
+from service.engine.kv_cache import KVCacheSpec
+from service.engine.manifest import Manifest, read_manifest
+from service.engine.recurrent_runner import RecurrentRunner
+from service.engine.runner import ModelRunner
+from service.engine.runtime import ModelSession
+from service.engine.transformer_runner import TransformerRunner
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_generation_model(model_dir: Path, settings: Settings) -> GenerationEngine:
+    """Verify the files, open the session and preallocate the slots; call `start()` to warm up and serve."""
+    manifest = read_manifest(Path(model_dir))
+    if manifest.task != "generate":
+        raise ManifestError(f"{manifest.name}: task is {manifest.task!r}, not 'generate'")
+    session = ModelSession(manifest.model_path, settings.provider, settings.intra_op_threads)
+    runner = build_runner(manifest, session, settings.max_slots)
+    tokenizer = Tokenizer.from_file(str(manifest.tokenizer_path))
+    return GenerationEngine(
+        name=manifest.name,
+        runner=runner,
+        tokenizer=tokenizer,
+        eos_id=manifest.tokenizer.get("eos_id"),
+        max_queue=settings.max_queue,
+        max_prompt_tokens=settings.max_prompt_tokens,
+        context_length=manifest.context_length,
+        max_new_tokens=settings.max_new_tokens,
+        prefill_chunk_tokens=settings.prefill_chunk_tokens,
+        warmup=settings.warmup,
+    )
+
+
+def build_runner(manifest: Manifest, session: ModelSession, max_slots: int) -> ModelRunner:
+    """A KV-cache runner for Transformers (`onnx.kv_cache`), a state runner for RNNs (`onnx.state`)."""
+    kv = manifest.onnx.get("kv_cache")
+    state = manifest.onnx.get("state")
+    vocab = _vocab_size(manifest)
+    if kv:
+        spec = KVCacheSpec(
+            int(kv["num_layers"]),
+            int(kv["kv_heads"]),
+            int(kv["head_dim"]),
+            int(kv["max_len"]),
+            str(kv.get("dtype") or "float32"),
+        )
+        return TransformerRunner(session, spec, max_slots, vocab, int(manifest.tokenizer.get("pad_id", 0)))
+    if state:
+        return RecurrentRunner(
+            session, int(state["num_layers"]), int(state["hidden_size"]), str(state["cell"]), max_slots, vocab
+        )
+    raise ManifestError(f"{manifest.name}: a generate model needs onnx.kv_cache or onnx.state")
+
+
+def _vocab_size(manifest: Manifest) -> int:
+    """The logits width (the graph's vocab), which may exceed the tokenizer's vocab."""
+    shape = (manifest.onnx.get("outputs") or {}).get("logits", {}).get("shape") or []
+    if shape and isinstance(shape[-1], int):
+        return int(shape[-1])
+    return manifest.vocab_size
+
+
+def load_classifier(model_dir: Path, settings: Settings) -> ClassifierBatcher:
+    """Verify the files and open the classifier; call `start()` to warm up and serve."""
+    manifest = read_manifest(Path(model_dir))
+    if manifest.task != "classify" or not manifest.labels:
+        raise ManifestError(
+            f"{manifest.name}: not a classifier (task {manifest.task!r}, labels {manifest.labels})"
+        )
+    session = ModelSession(manifest.model_path, settings.provider, settings.intra_op_threads)
+    tok = manifest.tokenizer
+    return ClassifierBatcher(
+        name=manifest.name,
+        session=session,
+        tokenizer=Tokenizer.from_file(str(manifest.tokenizer_path)),
+        labels=manifest.labels,
+        pad_id=int(tok.get("pad_id", 0)),
+        eos_id=tok.get("eos_id"),
+        append_eos=bool(tok.get("append_eos", False)),
+        max_length=int(manifest.context_length or 512),
+        max_batch=settings.classifier_max_batch,
+        max_delay_ms=settings.classifier_max_delay_ms,
+        max_queue=max(settings.max_queue * settings.classifier_max_batch, settings.classifier_max_batch),
+    )

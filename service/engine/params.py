@@ -1,0 +1,84 @@
+"""Per-request sampling parameters, validated at construction so the API can turn errors into 400s."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one request is decoded. Defaults are greedy with no penalties and eos as the stop token.
+
+    Order of logits processing (the distribution `logprobs` reports, see sampling.py): repetition
+    penalty, presence/frequency penalties, temperature, top-k, top-p, min-p.
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 means greedy
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0  # CTRL/HF: over prompt + generated tokens
+    presence_penalty: float = 0.0  # OpenAI: over generated tokens
+    frequency_penalty: float = 0.0  # OpenAI: over generated tokens
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    n: int = 1
+    seed: int | None = None
+    logprobs: int | None = None  # None: off; k >= 0: chosen token's logprob plus the top-k
+    prompt_logprobs: bool = False
+    min_new_tokens: int = 0
+    skip_special_tokens: bool = True
+    extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Lists from JSON become tuples so params stay hashable and immutable.
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        _check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        _check(_finite(self.temperature) and self.temperature >= 0.0, "temperature", "must be >= 0")
+        _check(self.top_k >= 0, "top_k", "must be >= 0 (0 disables)")
+        _check(_finite(self.top_p) and 0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
+        _check(_finite(self.min_p) and 0.0 <= self.min_p <= 1.0, "min_p", "must be in [0, 1]")
+        _check(
+            _finite(self.repetition_penalty) and self.repetition_penalty > 0.0,
+            "repetition_penalty",
+            "must be > 0",
+        )
+        _check(
+            _finite(self.presence_penalty) and -2.0 <= self.presence_penalty <= 2.0,
+            "presence_penalty",
+            "must be in [-2, 2]",
+        )
+        _check(
+            _finite(self.frequency_penalty) and -2.0 <= self.frequency_penalty <= 2.0,
+            "frequency_penalty",
+            "must be in [-2, 2]",
+        )
+        _check(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings")
+        _check(len(self.stop) <= 16, "stop", "at most 16 stop strings")
+        _check(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids", "must be >= 0")
+        _check(1 <= self.n <= 64, "n", "must be in [1, 64]")
+        _check(self.seed is None or 0 <= self.seed < 2**64, "seed", "must be in [0, 2**64)")
+        _check(self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", "must be in [0, 20]")
+        _check(
+            0 <= self.min_new_tokens <= self.max_new_tokens,
+            "min_new_tokens",
+            "must be in [0, max_new_tokens]",
+        )
+
+    @property
+    def greedy(self) -> bool:
+        """Temperature 0 picks the argmax; the RNG is then never consulted."""
+        return self.temperature == 0.0
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _check(ok: bool, name: str, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}: {rule}")

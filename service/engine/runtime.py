@@ -1,0 +1,112 @@
+"""One onnxruntime session per model: provider choice, threads, and the device its buffers live on.
+
+`get_available_providers()` lists CUDA even where no GPU works, so the provider really in use is
+read back from `session.get_providers()` after the session exists, and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
+_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+class ModelSession:
+    """An ORT session plus the facts the engine binds against: provider, device, input and output names."""
+
+    def __init__(self, model_path: Path, provider: str = "cpu", intra_op_threads: int = 0) -> None:
+        if provider not in _PROVIDERS:
+            raise ValueError(f"provider: must be one of {sorted(_PROVIDERS)}, got {provider!r}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(model_path), sess_options=options, providers=_PROVIDERS[provider]
+        )
+        active = self.session.get_providers()
+        self._provider = "cuda" if "CUDAExecutionProvider" in active else "cpu"
+        if provider == "cuda" and self._provider != "cuda":
+            log.warning(
+                "CUDA requested for %s but not active (providers %s): running on CPU", model_path, active
+            )
+        log.info("session %s: provider %s (ORT providers %s)", model_path.name, self._provider, active)
+        # Called right before each model run: the scheduler hands its pending events to the event
+        # loop here, so the loop works on them while ORT computes with the GIL released.
+        self.before_run: Callable[[], None] | None = None
+        self.input_names: list[str] = [i.name for i in self.session.get_inputs()]
+        self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def provider(self) -> str:
+        """The provider really in use, `cpu` or `cuda`, as ORT reports it after loading."""
+        return self._provider
+
+    @property
+    def device(self) -> str:
+        """Device name for `bind_input`/`bind_output` and `OrtValue` allocation."""
+        return "cuda" if self._provider == "cuda" else "cpu"
+
+    def output_dtype(self, name: str) -> np.dtype:
+        """numpy dtype of a graph output, from ORT's `tensor(float)`-style type string."""
+        kind = next(o.type for o in self.session.get_outputs() if o.name == name)
+        return np.dtype(_ORT_TYPES[kind])
+
+    def io_binding(self) -> ort.IOBinding:
+        return self.session.io_binding()
+
+    def run_binding(self, binding: ort.IOBinding) -> None:
+        if self.before_run is not None:
+            self.before_run()
+        self.session.run_with_iobinding(binding)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A plain run with outputs named (ORT returns them in graph order)."""
+        if self.before_run is not None:
+            self.before_run()
+        return dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
+
+
+class DeviceBuffer:
+    """A preallocated float32/int tensor on the session's device, addressable by pointer for IO binding.
+
+    On CPU it is a numpy array; on CUDA an `OrtValue` in device memory. Either way the engine keeps
+    the object alive for as long as a binding may point at it (ORT holds no reference to raw pointers).
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, device: str) -> None:
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.device = device
+        if device == "cpu":
+            self.host: np.ndarray | None = np.zeros(self.shape, dtype=self.dtype)
+            self._ortvalue = None
+            self.ptr = self.host.ctypes.data
+        else:
+            self.host = None
+            self._ortvalue = ort.OrtValue.ortvalue_from_shape_and_type(
+                list(self.shape), self.dtype, device, 0
+            )
+            self.ptr = self._ortvalue.data_ptr()
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def row_ptr(self, row: int) -> int:
+        """Address of row `row` along the first axis (rows are contiguous in C order)."""
+        return self.ptr + row * self.row_bytes
+
+    def bind(self, binding: ort.IOBinding, name: str, row0: int, rows: int, as_output: bool) -> None:
+        """Bind rows [row0, row0+rows) of this buffer as input or output `name`, in place, by pointer."""
+        shape = [rows, *self.shape[1:]]
+        if as_output:
+            binding.bind_output(name, self.device, 0, self.dtype, shape, self.row_ptr(row0))
+        else:
+            binding.bind_input(name, self.device, 0, self.dtype, shape, self.row_ptr(row0))

@@ -1,0 +1,173 @@
+"""Vectorised logits processing and sampling: one numpy pass for the batch, each row its own parameters.
+
+Order of processing (the same for every row): repetition penalty (CTRL/HF, over prompt and
+generated tokens) -> presence and frequency penalties (OpenAI, over generated tokens) -> stop-token
+suppression before `min_new_tokens` -> temperature -> top-k -> top-p -> min-p.
+Reported logprobs are the log-softmax of that *processed* distribution (the one the token was drawn
+from); greedy rows use temperature 1 for it. Every row draws from its own `numpy.random.Generator`,
+so a seeded request gets the same tokens whatever else shares its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.engine.params import SamplingParams
+
+
+@dataclass
+class SamplingRow:
+    """What the sampler needs to know about one sequence for one step."""
+
+    params: SamplingParams
+    rng: np.random.Generator
+    # Per vocab entry: counts of generated tokens (presence/frequency), prompt+generated mask (repetition).
+    generated_counts: np.ndarray
+    seen: np.ndarray
+    num_generated: int
+    suppress_ids: tuple[int, ...]  # stop ids masked while num_generated < min_new_tokens
+
+
+@dataclass(frozen=True)
+class SampleOutput:
+    """The chosen tokens and, for rows that asked, their logprobs and the top-N alternatives."""
+
+    tokens: np.ndarray  # [n] int64
+    logprobs: list[float | None]
+    top_logprobs: list[list[tuple[int, float]] | None]
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically safe log-softmax over the last axis (rows of all -inf stay -inf)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    peak = np.max(logits, axis=-1, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    shifted = logits - peak
+    with np.errstate(divide="ignore"):
+        return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def process_logits(logits: np.ndarray, rows: Sequence[SamplingRow]) -> np.ndarray:
+    """Apply penalties, temperature and truncation; returns float64 logits with -inf for removed tokens."""
+    x = np.array(logits, dtype=np.float64, copy=True)
+    n = x.shape[0]
+    params = [r.params for r in rows]
+
+    rep = np.array([p.repetition_penalty for p in params])
+    rep_rows = np.flatnonzero(rep != 1.0)
+    if rep_rows.size:
+        seen = np.stack([rows[i].seen for i in rep_rows])
+        sub = x[rep_rows]
+        penalty = rep[rep_rows][:, None]
+        x[rep_rows] = np.where(seen, np.where(sub > 0, sub / penalty, sub * penalty), sub)
+
+    pres = np.array([p.presence_penalty for p in params])
+    freq = np.array([p.frequency_penalty for p in params])
+    pf_rows = np.flatnonzero((pres != 0.0) | (freq != 0.0))
+    if pf_rows.size:
+        counts = np.stack([rows[i].generated_counts for i in pf_rows]).astype(np.float64)
+        x[pf_rows] -= freq[pf_rows][:, None] * counts + pres[pf_rows][:, None] * (counts > 0)
+
+    for i, row in enumerate(rows):
+        if row.suppress_ids and row.num_generated < row.params.min_new_tokens:
+            x[i, list(row.suppress_ids)] = -np.inf
+
+    temperature = np.array([p.temperature if p.temperature > 0 else 1.0 for p in params])
+    x /= temperature[:, None]
+
+    top_k = np.array([p.top_k for p in params])
+    top_p = np.array([p.top_p for p in params])
+    greedy = np.array([p.greedy for p in params])
+    trunc = np.flatnonzero(~greedy & (((top_k > 0) & (top_k < x.shape[1])) | (top_p < 1.0)))
+    if trunc.size:
+        x[trunc] = _top_k_top_p(x[trunc], top_k[trunc], top_p[trunc])
+
+    min_p = np.array([p.min_p for p in params])
+    mp_rows = np.flatnonzero(~greedy & (min_p > 0.0))
+    if mp_rows.size:
+        sub = x[mp_rows]
+        # p_i < min_p * p_max  <=>  logit_i < logit_max + log(min_p)
+        thresh = np.max(sub, axis=1, keepdims=True) + np.log(min_p[mp_rows])[:, None]
+        x[mp_rows] = np.where(sub < thresh, -np.inf, sub)
+    assert x.shape[0] == n
+    return x
+
+
+def _top_k_top_p(x: np.ndarray, top_k: np.ndarray, top_p: np.ndarray) -> np.ndarray:
+    """Keep each row's k best tokens, then the smallest prefix with mass >= top_p (the best always stays)."""
+    order = np.argsort(-x, axis=1, kind="stable")
+    sorted_logits = np.take_along_axis(x, order, axis=1)
+    vocab = x.shape[1]
+    ranks = np.arange(vocab)[None, :]
+    k = np.where(top_k > 0, np.minimum(top_k, vocab), vocab)[:, None]
+    sorted_logits = np.where(ranks < k, sorted_logits, -np.inf)
+    probs = np.exp(log_softmax(sorted_logits))
+    mass_before = np.cumsum(probs, axis=1) - probs
+    sorted_logits = np.where(mass_before < top_p[:, None], sorted_logits, -np.inf)
+    out = np.full_like(x, -np.inf)
+    np.put_along_axis(out, order, sorted_logits, axis=1)
+    return out
+
+
+def _plain_greedy(row: SamplingRow) -> bool:
+    p = row.params
+    return (
+        p.greedy
+        and p.logprobs is None
+        and p.repetition_penalty == 1.0
+        and p.presence_penalty == 0.0
+        and p.frequency_penalty == 0.0
+        and not (row.suppress_ids and row.num_generated < p.min_new_tokens)
+    )
+
+
+def sample(logits: np.ndarray, rows: Sequence[SamplingRow]) -> SampleOutput:
+    """Choose one token per row: argmax for greedy rows, an inverse-CDF draw from the row's RNG otherwise."""
+    if all(_plain_greedy(r) for r in rows):  # the common case pays for one argmax, nothing else
+        none: list = [None] * len(rows)
+        return SampleOutput(np.argmax(logits, axis=1).astype(np.int64), none, list(none))
+    processed = process_logits(logits, rows)
+    logp = log_softmax(processed)
+    tokens = np.argmax(processed, axis=1).astype(np.int64)
+    drawn = np.array([i for i, row in enumerate(rows) if not row.params.greedy], dtype=np.int64)
+    if drawn.size:
+        # Inverse CDF with one uniform per row from that row's own generator.
+        cdf = np.cumsum(np.exp(logp[drawn]), axis=1)
+        u = np.array([rows[i].rng.random() for i in drawn]) * cdf[:, -1]
+        picked = np.minimum((cdf <= u[:, None]).sum(axis=1), cdf.shape[1] - 1)
+        # Float rounding at the top of the CDF could land on a removed token: fall back to the best.
+        removed = ~np.isfinite(logp[drawn, picked])
+        tokens[drawn] = np.where(removed, tokens[drawn], picked)
+    chosen: list[float | None] = []
+    tops: list[list[tuple[int, float]] | None] = []
+    for i, row in enumerate(rows):
+        want = row.params.logprobs
+        if want is None:
+            chosen.append(None)
+            tops.append(None)
+            continue
+        chosen.append(float(logp[i, tokens[i]]))
+        if want == 0:
+            tops.append([])
+            continue
+        best = np.argpartition(-logp[i], want - 1)[:want]
+        best = best[np.argsort(-logp[i, best], kind="stable")]
+        tops.append([(int(t), float(logp[i, t])) for t in best])
+    return SampleOutput(tokens=tokens, logprobs=chosen, top_logprobs=tops)
+
+
+def prompt_logprobs(logits: np.ndarray, prompt: np.ndarray, previous_last: np.ndarray | None) -> list[float]:
+    """Logprob of each prompt token given its prefix, from raw prefill logits `[len, vocab]`.
+
+    `previous_last` is the last position's logits of the previous prefill chunk (None for the first
+    chunk, whose first token has no prefix and is not scored here).
+    """
+    logp = log_softmax(logits)
+    scores: list[float] = []
+    if previous_last is not None:
+        scores.append(float(log_softmax(previous_last)[prompt[0]]))
+    scores.extend(float(logp[i, prompt[i + 1]]) for i in range(len(prompt) - 1))
+    return scores

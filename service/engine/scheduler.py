@@ -1,0 +1,352 @@
+"""Continuous batching: one thread admits, prefills, decodes one step for every slot, samples and emits.
+
+ORT releases the GIL while it runs, so the thread computes while the event loop serves sockets.
+New requests join the running batch at the next iteration; finished and cancelled ones free their
+slots at once. When there is nothing to do the thread waits on a condition (no polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from service import metrics
+from service.engine.errors import EngineStoppedError, QueueFullError
+from service.engine.kv_cache import SlotAllocator
+from service.engine.request import (
+    Delivery,
+    FinishEvent,
+    FinishReason,
+    PromptLogprobs,
+    RequestHandle,
+    TokenEvent,
+    Usage,
+)
+from service.engine.runner import ModelRunner
+from service.engine.sampling import prompt_logprobs, sample
+from service.engine.sequence import Job, Sequence, request_rngs
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Owns the slots and the waiting queue of one model; all model calls happen on its thread."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        tokenizer: Tokenizer,
+        model_name: str,
+        max_queue: int,
+        prefill_chunk_tokens: int,
+    ) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.max_queue = max_queue
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.slots = SlotAllocator(runner.max_slots)
+        self._cond = threading.Condition()
+        self._waiting: deque[Job] = deque()
+        self._running: list[Job] = []
+        self._prefilling: list[Sequence] = []
+        self._decoding: list[Sequence] = []
+        self._accepting = True
+        self._cancel_all = False
+        self._thread: threading.Thread | None = None
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[RequestHandle, Delivery]]] = {}
+        self._decode_cache: dict[bool, dict[int, str]] = {True: {}, False: {}}
+        self._by_slot: dict[int, Sequence] = {}
+        self._metrics = metrics.ModelMetrics(model_name)
+        self._metrics.slots_total.set(runner.max_slots)
+        self._gauges: tuple[int, int, int] | None = None
+
+    # ---- called from the event loop -------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        """Queue a job; fails fast when the queue is full or the engine is not accepting work."""
+        with self._cond:
+            if not self._accepting or self._thread is None:
+                raise EngineStoppedError(f"model {self.model_name!r} is not accepting requests")
+            if len(self._waiting) >= self.max_queue and not self._fits_now(job):
+                raise QueueFullError(f"model {self.model_name!r}: waiting queue is full ({self.max_queue})")
+            self._waiting.append(job)
+            self._cond.notify()
+
+    def _fits_now(self, job: Job) -> bool:
+        # A request that gets a slot at the next iteration does not really wait.
+        return not self._waiting and job.params.n <= self.slots.free
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def counts(self) -> tuple[int, int]:
+        with self._cond:
+            return len(self._running), len(self._waiting)
+
+    def start(self) -> None:
+        self.runner.session.before_run = self._flush
+        self._thread = threading.Thread(target=self._run, name=f"scheduler-{self.model_name}", daemon=True)
+        self._thread.start()
+
+    def close(self, cancel: bool) -> None:
+        """Stop accepting; with `cancel`, also end every queued and running request now."""
+        with self._cond:
+            self._accepting = False
+            self._cancel_all = self._cancel_all or cancel
+            self._cond.notify()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ---- the scheduler thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._waiting or self._running or not self._accepting):
+                    self._cond.wait()
+                if not self._accepting and not self._waiting and not self._running:
+                    break
+                cancel_all = self._cancel_all
+                admitted = [] if cancel_all else self._admit_locked()
+                dropped = self._drop_cancelled_waiting_locked(cancel_all)
+            for job in dropped:
+                self._finish_unadmitted(job)
+            try:
+                for job in admitted:
+                    self._start_job(job)
+                self._drop_cancelled_running(cancel_all)
+                self._prefill_step()
+                self._compact()
+                self._decode_step()
+            except Exception as exc:  # a model failure ends the affected requests, not the server
+                log.exception("model %s failed a step", self.model_name)
+                self._fail_all(repr(exc))
+            self._update_gauges()  # before the events go out, so a caller who got its result sees them
+            if not (self._decoding or self._prefilling):
+                self._flush()  # otherwise the next model run flushes (runtime.ModelSession.before_run)
+        self._update_gauges()
+        self._flush()
+
+    def _admit_locked(self) -> list[Job]:
+        """FIFO: admit from the head while its n samples fit into free slots (no overtaking)."""
+        admitted = []
+        free = self.slots.free
+        while self._waiting:
+            job = self._waiting[0]
+            if job.handle.cancelled:
+                break  # dropped just below
+            if job.params.n > free:
+                break
+            free -= job.params.n
+            admitted.append(self._waiting.popleft())
+        self._running.extend(admitted)
+        return admitted
+
+    def _drop_cancelled_waiting_locked(self, cancel_all: bool) -> list[Job]:
+        dropped = [j for j in self._waiting if cancel_all or j.handle.cancelled]
+        if dropped:
+            self._waiting = deque(j for j in self._waiting if not (cancel_all or j.handle.cancelled))
+        return dropped
+
+    def _start_job(self, job: Job) -> None:
+        job.admitted_at = time.perf_counter()
+        self._metrics.queue_time.observe(job.admitted_at - job.handle.submitted_at)
+        rngs = request_rngs(job.params.seed, job.params.n)
+        for index, rng in enumerate(rngs):
+            slot = self.slots.allocate()
+            self.runner.reset(slot)
+            cache = self._decode_cache[job.params.skip_special_tokens]
+            seq = Sequence(job, index, slot, self.tokenizer, self.runner.vocab_size, rng, cache)
+            job.sequences.append(seq)
+            self._by_slot[slot] = seq
+        # Only the first sample is prefilled; the others copy its row when it is done.
+        self._prefilling.append(job.sequences[0])
+
+    def _prefill_step(self) -> None:
+        """Prefill up to `prefill_chunk_tokens` prompt tokens (at least one chunk), oldest first."""
+        if not self._prefilling:
+            return
+        budget = self.prefill_chunk_tokens
+        rows, chunks, want_all, seqs = [], [], [], []
+        for seq in self._prefilling:
+            if budget <= 0:
+                break
+            start = seq.prefilled
+            take = min(len(seq.job.prompt) - start, budget)
+            rows.append(seq.slot)
+            chunks.append(seq.job.prompt[start : start + take])
+            want_all.append(seq.job.params.prompt_logprobs and seq.index == 0)
+            seqs.append(seq)
+            budget -= take
+        logits = self.runner.prefill(rows, chunks, want_all)
+        ready: list[tuple[Sequence, np.ndarray]] = []
+        for seq, chunk, out, all_rows in zip(seqs, chunks, logits, want_all, strict=True):
+            if all_rows:
+                job = seq.job
+                scores = prompt_logprobs(out, chunk, job.last_prompt_logits)
+                job.prompt_logprobs = (job.prompt_logprobs or [None]) + scores
+                job.last_prompt_logits = out[-1]
+            seq.prefilled += len(chunk)
+            if seq.prefill_done:
+                ready.append((seq, out[-1]))
+                for sibling in seq.job.sequences[1:]:
+                    self.runner.copy_row(seq.slot, sibling.slot)
+                    sibling.prefilled = seq.prefilled
+                    ready.append((sibling, out[-1]))
+        done = {id(s) for s, _ in ready}
+        self._prefilling = [s for s in self._prefilling if id(s) not in done]
+        for seq, _ in ready:
+            job = seq.job
+            if seq.index == 0:
+                self._metrics.prompt_tokens.inc(len(job.prompt))
+                if job.params.prompt_logprobs:
+                    self._post(job, PromptLogprobs(job.prompt_logprobs or [None]))
+        if ready:
+            self._sample_and_emit([s for s, _ in ready], np.stack([lg for _, lg in ready]))
+
+    def _compact(self) -> None:
+        """Fill holes below the highest used row by moving that row down, unless waiting requests
+        will fill them at the next admission anyway."""
+        if not self.runner.packs_rows or self._waiting:
+            return
+        while (move := self.slots.compaction_move()) is not None:
+            src, dst = move
+            self.runner.move_row(src, dst)
+            seq = self._by_slot.pop(src)
+            seq.slot = dst
+            self._by_slot[dst] = seq
+
+    def _decode_step(self) -> None:
+        if not self._decoding:
+            return
+        seqs = list(self._decoding)
+        rows = np.array([s.slot for s in seqs], dtype=np.int64)
+        tokens = np.array([s.next_token for s in seqs], dtype=np.int64)
+        logits = self.runner.decode(rows, tokens)
+        self._metrics.batch_size.observe(len(seqs))
+        self._sample_and_emit(seqs, logits)
+
+    def _sample_and_emit(self, seqs: list[Sequence], logits: np.ndarray) -> None:
+        out = sample(logits, [s.row for s in seqs])
+        max_len = self.runner.max_len
+        for i, seq in enumerate(seqs):
+            token = int(out.tokens[i])
+            job = seq.job
+            gap = seq.record(token)
+            now = seq.last_token_at
+            if job.first_token_at is None:
+                job.first_token_at = now
+                self._metrics.time_to_first_token.observe(now - job.handle.submitted_at)
+            elif gap > 0.0:
+                self._metrics.inter_token_latency.observe(gap)
+            if token in job.stop_ids:
+                self._emit(seq, TokenEvent(seq.index, token, "", out.logprobs[i], out.top_logprobs[i]))
+                self._finish(seq, "stop", token)
+                continue
+            check = seq.stopper.feed(seq.detokenizer.add(token))
+            self._emit(seq, TokenEvent(seq.index, token, check.text, out.logprobs[i], out.top_logprobs[i]))
+            if check.matched is not None:
+                self._finish(seq, "stop", check.matched)
+            elif seq.generated >= job.params.max_new_tokens or (
+                max_len is not None and self.runner.length(seq.slot) >= max_len
+            ):
+                self._finish(seq, "length")
+            else:
+                if seq.next_token is None:
+                    self._decoding.append(seq)
+                seq.next_token = token
+        self._metrics.generation_tokens.inc(len(seqs))
+
+    def _finish(
+        self,
+        seq: Sequence,
+        reason: FinishReason,
+        stop_reason: str | int | None = None,
+        error: str | None = None,
+    ) -> None:
+        if seq.finished:
+            return
+        seq.finished = True
+        text = ""
+        if reason in ("stop", "length") and not isinstance(stop_reason, str):
+            check = seq.stopper.feed(seq.detokenizer.flush())
+            text = check.text if check.matched else check.text + seq.stopper.flush()
+            if check.matched:
+                reason, stop_reason = "stop", check.matched
+        job = seq.job
+        usage = Usage(len(job.prompt), seq.generated)
+        self._emit(seq, FinishEvent(seq.index, reason, text, stop_reason, usage, error))
+        if seq.next_token is not None:
+            self._decoding.remove(seq)
+        if seq in self._prefilling:
+            self._prefilling.remove(seq)
+        self.runner.reset(seq.slot)
+        self.slots.release(seq.slot)
+        del self._by_slot[seq.slot]
+        job.finished += 1
+        if job.done:
+            with self._cond:
+                self._running.remove(job)
+            self._metrics.e2e_latency.observe(time.perf_counter() - job.handle.submitted_at)
+
+    def _finish_unadmitted(self, job: Job) -> None:
+        for index in range(job.params.n):
+            self._post(job, FinishEvent(index, "cancelled"))
+
+    def _drop_cancelled_running(self, cancel_all: bool) -> None:
+        for job in list(self._running):
+            if cancel_all or job.handle.cancelled:
+                for seq in job.sequences:
+                    self._finish(seq, "cancelled")
+
+    def _fail_all(self, message: str) -> None:
+        for job in list(self._running):
+            for seq in job.sequences:
+                self._finish(seq, "error", error=message)
+
+    # ---- delivery to event loops ----------------------------------------------------------------
+    def _emit(self, seq: Sequence, event: TokenEvent | FinishEvent) -> None:
+        self._post(seq.job, event)
+
+    def _post(self, job: Job, item: Delivery) -> None:
+        self._outbox.setdefault(job.handle._loop, []).append((job.handle, item))
+
+    def _flush(self) -> None:
+        """Hand pending events to their loops: one `call_soon_threadsafe` per loop, not one per token.
+
+        Called just before each model run, so the woken event loop does its work while ORT computes
+        with the GIL released instead of making this thread wait for the GIL.
+        """
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for loop, items in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver_all, items)
+            except RuntimeError:  # the caller's loop is closed: nobody is listening any more
+                log.debug("dropping events for a closed event loop")
+
+    def _update_gauges(self) -> None:
+        running, waiting = self.counts()
+        used = self.slots.used
+        if self._gauges == (running, waiting, used):
+            return
+        self._gauges = (running, waiting, used)
+        self._metrics.running.set(running)
+        self._metrics.waiting.set(waiting)
+        self._metrics.slots_used.set(used)
+        self._metrics.slots_usage.set(used / self.runner.max_slots)
+
+
+def _deliver_all(items: list[tuple[RequestHandle, Delivery]]) -> None:
+    """Runs on the caller's event loop."""
+    for handle, item in items:
+        handle._deliver(item)

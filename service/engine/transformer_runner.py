@@ -1,0 +1,180 @@
+"""Drives a GroupQueryAttention decoder over the in-place KV cache with IO binding.
+
+Each layer's buffer is bound as both `past_key_values.{i}.*` and `present.{i}.*` at the same
+address, so the graph writes new K/V in place. The decode binding keeps its KV and logits bindings
+across steps and only rebinds them when the high-water row changes; input_ids, attention_mask and
+position_ids are rebound each step (they are tiny). Logits are the only thing copied to the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.engine.errors import ManifestError
+from service.engine.kv_cache import KVCache, KVCacheSpec
+from service.engine.row_copy import RowCopier
+from service.engine.runtime import ModelSession
+
+
+class TransformerRunner:
+    """Prefill and decode over slot rows of one preallocated KV cache."""
+
+    def __init__(
+        self, session: ModelSession, spec: KVCacheSpec, max_slots: int, vocab_size: int, pad_id: int = 0
+    ) -> None:
+        self.session = session
+        self.max_slots = max_slots
+        self.vocab_size = vocab_size
+        self.pad_id = pad_id
+        self.provider = session.provider
+        self.cache = KVCache(spec, max_slots, session.device)
+        self._copier = RowCopier(np.dtype(spec.dtype), 4, session.device)
+        self.packs_rows = True  # decode binds rows [0, high): the scheduler compacts holes
+        self._past = [
+            (f"past_key_values.{i}.key", f"past_key_values.{i}.value") for i in range(spec.num_layers)
+        ]
+        self._present = [(f"present.{i}.key", f"present.{i}.value") for i in range(spec.num_layers)]
+        needed_in = {"input_ids", "attention_mask", *(n for pair in self._past for n in pair)}
+        needed_out = {"logits", *(n for pair in self._present for n in pair)}
+        missing = (needed_in - set(session.input_names)) | (needed_out - set(session.output_names))
+        if missing:
+            raise ManifestError(
+                f"graph lacks inputs/outputs {sorted(missing)} (see docs/artifact-contract.md)"
+            )
+        self._has_position_ids = "position_ids" in session.input_names
+        self._logits_dtype = session.output_dtype("logits")
+        self._logits = np.zeros((max_slots, 1, vocab_size), dtype=self._logits_dtype)
+        self._decode_binding = session.io_binding()
+        self._decode_rows = 0  # rows the decode binding's KV and logits currently cover
+
+    @property
+    def max_len(self) -> int:
+        return self.cache.spec.max_len
+
+    def length(self, row: int) -> int:
+        return int(self.cache.lengths[row])
+
+    def reset(self, row: int) -> None:
+        self.cache.reset(row)
+
+    def copy_row(self, src: int, dst: int) -> None:
+        """Copy one slot's keys, values and length to another slot, on the cache's device."""
+        for buffer in (*self.cache.keys, *self.cache.values):
+            self._copier.copy(buffer, src, dst)
+        self.cache.lengths[dst] = self.cache.lengths[src]
+
+    def move_row(self, src: int, dst: int) -> None:
+        """Compaction: the row moves down into a hole."""
+        self.copy_row(src, dst)
+        self.reset(src)
+
+    def _bind_cache(self, binding: object, row0: int, rows: int) -> None:
+        for layer, ((pk, pv), (ok, ov)) in enumerate(zip(self._past, self._present, strict=True)):
+            key, value = self.cache.keys[layer], self.cache.values[layer]
+            key.bind(binding, pk, row0, rows, as_output=False)
+            key.bind(binding, ok, row0, rows, as_output=True)
+            value.bind(binding, pv, row0, rows, as_output=False)
+            value.bind(binding, ov, row0, rows, as_output=True)
+
+    def decode(self, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """One token for each of `rows`; holes below the highest row run as one-token dummy rows.
+
+        A dummy row's mask counts its cached tokens plus one, so it writes at its own next free
+        position: for a free row that is position 0, for a row in the middle of a chunked prefill it
+        is the position its next chunk overwrites. Either way no cached token is disturbed.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        high = int(rows.max()) + 1
+        lengths = self.cache.lengths[:high]
+        counts = lengths + 1
+        if int(counts[rows].max()) > self.max_len:
+            raise RuntimeError("a row is at the end of its KV buffer; the scheduler must stop it first")
+        ids = np.full((high, 1), self.pad_id, dtype=np.int64)
+        ids[rows, 0] = tokens
+        width = int(counts.max())
+        mask = (np.arange(width)[None, :] < counts[:, None]).astype(np.int64)
+        binding = self._decode_binding
+        if high != self._decode_rows:
+            self._bind_cache(binding, 0, high)
+            binding.bind_output(
+                "logits", "cpu", 0, self._logits_dtype, [high, 1, self.vocab_size], self._logits.ctypes.data
+            )
+            self._decode_rows = high
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        if self._has_position_ids:
+            binding.bind_cpu_input("position_ids", np.minimum(lengths, self.max_len - 1)[:, None].copy())
+        self.session.run_binding(binding)
+        self.cache.lengths[rows] += 1
+        return self._logits[rows, 0].copy()
+
+    def prefill(
+        self, rows: Sequence[int], chunks: Sequence[np.ndarray], all_logits: Sequence[bool]
+    ) -> list[np.ndarray]:
+        """Fresh rows with adjacent indices share one right-padded call; a row with cached tokens
+        runs alone (GQA accepts several new tokens per row with past context only at batch 1)."""
+        out: list[np.ndarray | None] = [None] * len(rows)
+        order = sorted(range(len(rows)), key=lambda i: rows[i])
+        group: list[int] = []
+        for i in order:
+            fresh = self.cache.lengths[rows[i]] == 0
+            if group and fresh and rows[i] == rows[group[-1]] + 1 and self.cache.lengths[rows[group[0]]] == 0:
+                group.append(i)
+                continue
+            if group:
+                self._prefill_group(group, rows, chunks, all_logits, out)
+            group = [i]
+        if group:
+            self._prefill_group(group, rows, chunks, all_logits, out)
+        return [o for o in out if o is not None]
+
+    def _prefill_group(
+        self,
+        group: list[int],
+        rows: Sequence[int],
+        chunks: Sequence[np.ndarray],
+        all_logits: Sequence[bool],
+        out: list[np.ndarray | None],
+    ) -> None:
+        row0 = int(rows[group[0]])
+        lens = np.array([len(chunks[i]) for i in group], dtype=np.int64)
+        starts = self.cache.lengths[row0 : row0 + len(group)].copy()
+        counts = starts + lens
+        if int(counts.max()) > self.max_len:
+            raise RuntimeError("prefill past the end of the KV buffer")
+        seq = int(lens.max())
+        ids = np.full((len(group), seq), self.pad_id, dtype=np.int64)
+        for j, i in enumerate(group):
+            ids[j, : lens[j]] = chunks[i]
+        mask = (np.arange(int(counts.max()))[None, :] < counts[:, None]).astype(np.int64)
+        logits = np.empty((len(group), seq, self.vocab_size), dtype=self._logits_dtype)
+        binding = self.session.io_binding()
+        binding.bind_output("logits", "cpu", 0, self._logits_dtype, list(logits.shape), logits.ctypes.data)
+        self._bind_cache(binding, row0, len(group))
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        if self._has_position_ids:
+            positions = np.minimum(starts[:, None] + np.arange(seq)[None, :], self.max_len - 1)
+            binding.bind_cpu_input("position_ids", positions.astype(np.int64))
+        self.session.run_binding(binding)
+        self.cache.lengths[row0 : row0 + len(group)] = counts
+        for j, i in enumerate(group):
+            n = int(lens[j])
+            out[i] = logits[j, :n].copy() if all_logits[i] else logits[j, n - 1 : n].copy()
+
+    def warmup(self, prefill_lengths: Sequence[int]) -> None:
+        for length in prefill_lengths:
+            length = max(1, min(int(length), self.max_len - 1))
+            self.prefill([0], [np.full(length, self.pad_id, dtype=np.int64)], [False])
+            self.reset(0)
+        batch = 1
+        while True:
+            rows = np.arange(min(batch, self.max_slots))
+            self.decode(rows, np.full(len(rows), self.pad_id, dtype=np.int64))
+            batch *= 2
+            if len(rows) == self.max_slots:
+                break
+        for row in range(self.max_slots):
+            self.reset(row)

@@ -1,0 +1,53 @@
+"""Service configuration from `SEQSERVE_*` environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the engine, the API and `python -m service` read the same object."""
+
+    model_config = SettingsConfigDict(env_prefix="SEQSERVE_", env_file=None, extra="ignore")
+
+    models_dir: Path = Path("exported_models")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=0, le=65535)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    provider: Literal["cpu", "cuda"] = "cpu"
+    # 0 lets onnxruntime pick (one thread per physical core).
+    intra_op_threads: int = Field(0, ge=0)
+    max_slots: int = Field(16, ge=1, le=1024)
+    max_queue: int = Field(64, ge=0)
+    # None means: up to the model's context length (minus room for at least one new token).
+    max_prompt_tokens: int | None = Field(None, ge=1)
+    max_new_tokens: int = Field(512, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    classifier_max_batch: int = Field(32, ge=1)
+    classifier_max_delay_ms: float = Field(5.0, ge=0.0)
+    api_key: str | None = None
+    log_format: Literal["text", "json"] = "text"
+    drain_timeout_s: float = Field(25.0, ge=0.0)
+    default_generate_model: str | None = None
+    default_classify_model: str | None = None
+    # Readiness policy: by default a model refused at load (bad hashes, broken manifest) is reported
+    # not ready but does not hold back /readyz; True makes any failed model fail /readyz.
+    require_all_models: bool = False
+    # Texts in one classify request (the classifier batches them with other callers').
+    max_texts_per_request: int = Field(256, ge=1)
+    # Seconds a client is told to wait (Retry-After) when the queue is full.
+    retry_after_s: int = Field(1, ge=0)
+    # Engine tuning: prompt tokens prefilled per scheduler iteration (bounds the stall of running streams).
+    prefill_chunk_tokens: int = Field(512, ge=16)
+    # Warm-up runs the shapes requests will use, so that no first request pays for them.
+    warmup: bool = True
+
+
+def load_settings() -> Settings:
+    """Read the environment now (not at import) so tests and `python -m service` can set variables first."""
+    return Settings()

@@ -1,0 +1,23 @@
+import numpy as np
+
+from service.engine.row_copy import RowCopier, identity_model
+from service.engine.runtime import DeviceBuffer
+
+
+def test_copies_exactly_one_row_in_place():
+    buffer = DeviceBuffer((5, 2, 16, 8), np.float32, "cpu")
+    buffer.host[:] = np.random.default_rng(0).normal(size=buffer.shape)
+    before = buffer.host.copy()
+    RowCopier(np.float32, 4, "cpu").copy(buffer, 3, 1)
+    assert np.array_equal(buffer.host[1], before[3])
+    untouched = [0, 2, 3, 4]
+    assert np.array_equal(buffer.host[untouched], before[untouched])
+
+
+def test_hand_encoded_identity_model_is_valid_onnx():
+    import onnx
+
+    model = onnx.load_from_string(identity_model(np.dtype(np.float16), 3))
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["Identity"]
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
