@@ -12,6 +12,7 @@ import onnxruntime
 import pytest
 
 from service.engine.manifest import read_manifest
+from tests.conftest import REPO_ROOT
 from tests.fixtures.tiny_models import make_tiny_run
 from training.export import ParityError, export_run, parity
 
@@ -83,7 +84,9 @@ def test_export_run_records_metrics_and_training_facts_from_the_run(tmp_path: Pa
     assert manifest["metrics"]["val_nats_per_char"] == 1.52
     assert "steps" not in manifest["metrics"]
     assert (manifest["training"]["steps"], manifest["training"]["seconds"]) == (1234, 56.5)
-    assert manifest["training"]["data"] == [str(tmp_path / "corpus.txt")]
+    # Paths are recorded relative to the repository where they can be (../shared/data/...).
+    recorded = [(REPO_ROOT / path).resolve() for path in manifest["training"]["data"]]
+    assert recorded == [(tmp_path / "corpus.txt").resolve()]
 
 
 def test_reexport_replaces_the_folder_and_leaves_no_stray_files(tmp_path: Path, tiny_model_dir) -> None:
