@@ -26,8 +26,26 @@ lint: $(STAMP)
 train: $(STAMP)
 	$(PY) -m training build-defaults
 
-serve:
-	@echo "make serve arrives with the service API (issue 5); the engine is not served yet." && exit 1
+# Serve exported_models/ over REST and gRPC. A fresh machine gets a venv with the serving
+# dependencies only (no torch); override any SEQSERVE_* setting on the command line or in the
+# environment, e.g. `make serve SEQSERVE_HTTP_PORT=9000` (docs/api.md lists them).
+SERVE_STAMP := $(VENV)/.installed-serve
+SEQSERVE_HTTP_HOST ?= 127.0.0.1
+SEQSERVE_HTTP_PORT ?= 8000
+SEQSERVE_GRPC_HOST ?= 127.0.0.1
+SEQSERVE_GRPC_PORT ?= 50051
+SEQSERVE_MODELS_DIR ?= exported_models
+
+$(SERVE_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(SERVE_STAMP)
+
+serve: $(SERVE_STAMP)
+	SEQSERVE_HTTP_HOST=$(SEQSERVE_HTTP_HOST) SEQSERVE_HTTP_PORT=$(SEQSERVE_HTTP_PORT) \
+	SEQSERVE_GRPC_HOST=$(SEQSERVE_GRPC_HOST) SEQSERVE_GRPC_PORT=$(SEQSERVE_GRPC_PORT) \
+	SEQSERVE_MODELS_DIR=$(SEQSERVE_MODELS_DIR) exec $(PY) -m service
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

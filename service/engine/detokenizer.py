@@ -57,6 +57,10 @@ class IncrementalDetokenizer:
             return delta
         return ""
 
+    def append(self, token_id: int) -> None:
+        """Record a token without decoding it now; `flush` returns the text of everything held."""
+        self._ids.append(int(token_id))
+
     def flush(self) -> str:
         """At the end of a sequence, whatever is still held (e.g. a truly invalid byte) is emitted."""
         prefix = self._prefix_text

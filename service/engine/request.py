@@ -23,6 +23,9 @@ class GenerationRequest:
     prompt_token_ids: tuple[int, ...] | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # False for unary responses: the events are handed over in one go when the request ends, so the
+    # event loop is not woken once per token for a caller that only awaits `result()`.
+    stream: bool = True
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.prompt_token_ids is None):
@@ -31,10 +34,11 @@ class GenerationRequest:
             object.__setattr__(self, "prompt_token_ids", tuple(int(t) for t in self.prompt_token_ids))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one is built per token, and frozen init costs 2x; treat as read-only
 class TokenEvent:
     """One generated token of sample `index`. `text` is the delta now safe to show (may be empty:
-    held back inside a multi-byte character or a possible stop string)."""
+    held back inside a multi-byte character or a possible stop string; always empty for a
+    `stream=False` request without stop strings, whose text comes whole in its FinishEvent)."""
 
     index: int
     token_id: int

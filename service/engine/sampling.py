@@ -29,6 +29,7 @@ class SamplingRow:
     seen: np.ndarray
     num_generated: int
     suppress_ids: tuple[int, ...]  # stop ids masked while num_generated < min_new_tokens
+    plain_greedy: bool = False  # see plain_greedy(): the fast path of sample()
 
 
 @dataclass(frozen=True)
@@ -112,21 +113,22 @@ def _top_k_top_p(x: np.ndarray, top_k: np.ndarray, top_p: np.ndarray) -> np.ndar
     return out
 
 
-def _plain_greedy(row: SamplingRow) -> bool:
-    p = row.params
+def plain_greedy(params: SamplingParams) -> bool:
+    """Argmax of the raw logits is the whole job: greedy, no penalties, no logprobs, no min length."""
+    p = params
     return (
         p.greedy
         and p.logprobs is None
         and p.repetition_penalty == 1.0
         and p.presence_penalty == 0.0
         and p.frequency_penalty == 0.0
-        and not (row.suppress_ids and row.num_generated < p.min_new_tokens)
+        and p.min_new_tokens == 0
     )
 
 
 def sample(logits: np.ndarray, rows: Sequence[SamplingRow]) -> SampleOutput:
     """Choose one token per row: argmax for greedy rows, an inverse-CDF draw from the row's RNG otherwise."""
-    if all(_plain_greedy(r) for r in rows):  # the common case pays for one argmax, nothing else
+    if all(r.plain_greedy for r in rows):  # the common case pays for one argmax, nothing else
         none: list = [None] * len(rows)
         return SampleOutput(np.argmax(logits, axis=1).astype(np.int64), none, list(none))
     processed = process_logits(logits, rows)

@@ -59,6 +59,8 @@ class Scheduler:
         self._decoding: list[Sequence] = []
         self._accepting = True
         self._cancel_all = False
+        self._attention = False  # set (under the lock) by submit, cancel and close
+        self._maybe_holes = False  # a slot was freed since the last compaction
         self._thread: threading.Thread | None = None
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[RequestHandle, Delivery]]] = {}
         self._decode_cache: dict[bool, dict[int, str]] = {True: {}, False: {}}
@@ -76,6 +78,7 @@ class Scheduler:
             if len(self._waiting) >= self.max_queue and not self._fits_now(job):
                 raise QueueFullError(f"model {self.model_name!r}: waiting queue is full ({self.max_queue})")
             self._waiting.append(job)
+            self._attention = True
             self._cond.notify()
 
     def _fits_now(self, job: Job) -> bool:
@@ -83,7 +86,9 @@ class Scheduler:
         return not self._waiting and job.params.n <= self.slots.free
 
     def wake(self) -> None:
+        """Something changed (a cancel): the next iteration takes the full path."""
         with self._cond:
+            self._attention = True
             self._cond.notify()
 
     def counts(self) -> tuple[int, int]:
@@ -100,6 +105,7 @@ class Scheduler:
         with self._cond:
             self._accepting = False
             self._cancel_all = self._cancel_all or cancel
+            self._attention = True
             self._cond.notify()
 
     def join(self, timeout: float | None = None) -> None:
@@ -109,20 +115,27 @@ class Scheduler:
     # ---- the scheduler thread -------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not (self._waiting or self._running or not self._accepting):
-                    self._cond.wait()
-                if not self._accepting and not self._waiting and not self._running:
-                    break
-                cancel_all = self._cancel_all
-                admitted = [] if cancel_all else self._admit_locked()
-                dropped = self._drop_cancelled_waiting_locked(cancel_all)
-            for job in dropped:
-                self._finish_unadmitted(job)
+            # Fast path: only running sequences and nothing new (no submit, cancel or close since the
+            # last look) means one more decode step, without the lock and the queue bookkeeping.
+            steady = not self._attention and self._decoding and not self._prefilling
+            admitted: list[Job] = []
+            if not steady:
+                with self._cond:
+                    while not (self._waiting or self._running or not self._accepting):
+                        self._cond.wait()
+                    if not self._accepting and not self._waiting and not self._running:
+                        break
+                    self._attention = False
+                    cancel_all = self._cancel_all
+                    admitted = [] if cancel_all else self._admit_locked()
+                    dropped = self._drop_cancelled_waiting_locked(cancel_all)
+                for job in dropped:
+                    self._finish_unadmitted(job)
             try:
                 for job in admitted:
                     self._start_job(job)
-                self._drop_cancelled_running(cancel_all)
+                if not steady:
+                    self._drop_cancelled_running(cancel_all)
                 self._prefill_step()
                 self._compact()
                 self._decode_step()
@@ -215,8 +228,9 @@ class Scheduler:
     def _compact(self) -> None:
         """Fill holes below the highest used row by moving that row down, unless waiting requests
         will fill them at the next admission anyway."""
-        if not self.runner.packs_rows or self._waiting:
+        if not self._maybe_holes or not self.runner.packs_rows or self._waiting:
             return
+        self._maybe_holes = False
         while (move := self.slots.compaction_move()) is not None:
             src, dst = move
             self.runner.move_row(src, dst)
@@ -251,10 +265,15 @@ class Scheduler:
                 self._emit(seq, TokenEvent(seq.index, token, "", out.logprobs[i], out.top_logprobs[i]))
                 self._finish(seq, "stop", token)
                 continue
-            check = seq.stopper.feed(seq.detokenizer.add(token))
-            self._emit(seq, TokenEvent(seq.index, token, check.text, out.logprobs[i], out.top_logprobs[i]))
-            if check.matched is not None:
-                self._finish(seq, "stop", check.matched)
+            if seq.lazy_text:  # unary and no stop strings: the text is decoded once, at the end
+                seq.detokenizer.append(token)
+                matched, text = None, ""
+            else:
+                check = seq.stopper.feed(seq.detokenizer.add(token))
+                matched, text = check.matched, check.text
+            self._emit(seq, TokenEvent(seq.index, token, text, out.logprobs[i], out.top_logprobs[i]))
+            if matched is not None:
+                self._finish(seq, "stop", matched)
             elif seq.generated >= job.params.max_new_tokens or (
                 max_len is not None and self.runner.length(seq.slot) >= max_len
             ):
@@ -283,6 +302,7 @@ class Scheduler:
                 reason, stop_reason = "stop", check.matched
         job = seq.job
         usage = Usage(len(job.prompt), seq.generated)
+        job.finished += 1  # first: a non-streaming job releases its held events with its last finish
         self._emit(seq, FinishEvent(seq.index, reason, text, stop_reason, usage, error))
         if seq.next_token is not None:
             self._decoding.remove(seq)
@@ -291,7 +311,7 @@ class Scheduler:
         self.runner.reset(seq.slot)
         self.slots.release(seq.slot)
         del self._by_slot[seq.slot]
-        job.finished += 1
+        self._maybe_holes = True
         if job.done:
             with self._cond:
                 self._running.remove(job)
@@ -299,7 +319,7 @@ class Scheduler:
 
     def _finish_unadmitted(self, job: Job) -> None:
         for index in range(job.params.n):
-            self._post(job, FinishEvent(index, "cancelled"))
+            self._post(job, FinishEvent(index, "cancelled"), final=True)
 
     def _drop_cancelled_running(self, cancel_all: bool) -> None:
         for job in list(self._running):
@@ -316,8 +336,15 @@ class Scheduler:
     def _emit(self, seq: Sequence, event: TokenEvent | FinishEvent) -> None:
         self._post(seq.job, event)
 
-    def _post(self, job: Job, item: Delivery) -> None:
-        self._outbox.setdefault(job.handle._loop, []).append((job.handle, item))
+    def _post(self, job: Job, item: Delivery, final: bool = False) -> None:
+        if not job.handle.request.stream and not (final or job.done):
+            job.held.append(item)  # a unary request gets everything at once, when it is done
+            return
+        outbox = self._outbox.setdefault(job.handle._loop, [])
+        if job.held:
+            outbox.extend((job.handle, held) for held in job.held)
+            job.held.clear()
+        outbox.append((job.handle, item))
 
     def _flush(self) -> None:
         """Hand pending events to their loops: one `call_soon_threadsafe` per loop, not one per token.
@@ -335,7 +362,7 @@ class Scheduler:
                 log.debug("dropping events for a closed event loop")
 
     def _update_gauges(self) -> None:
-        running, waiting = self.counts()
+        running, waiting = len(self._running), len(self._waiting)  # len() is atomic: no lock per step
         used = self.slots.used
         if self._gauges == (running, waiting, used):
             return

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from service.engine.detokenizer import IncrementalDetokenizer
 from service.engine.params import SamplingParams
 from service.engine.request import RequestHandle
-from service.engine.sampling import SamplingRow
+from service.engine.sampling import SamplingRow, plain_greedy
 from service.engine.stop_strings import StopStringMatcher
 
 
@@ -28,6 +28,7 @@ class Job:
     prompt_logprobs: list[float | None] | None = None
     last_prompt_logits: np.ndarray | None = None  # last row of the previous prefill chunk (prompt logprobs)
     finished: int = 0
+    held: list = field(default_factory=list)  # events of a non-streaming request, delivered at the end
 
     @property
     def params(self) -> SamplingParams:
@@ -61,6 +62,15 @@ class Sequence:
         self.last_token_at: float | None = None
         self.detokenizer = IncrementalDetokenizer(tokenizer, params.skip_special_tokens, decode_cache)
         self.stopper = StopStringMatcher(params.stop)
+        # A unary request without stop strings needs no text until it ends: its tokens are decoded
+        # in one call at the finish (FinishEvent.text) instead of once per token.
+        self.lazy_text = not job.handle.request.stream and not params.stop
+        # Token counts feed only the penalties: requests without them skip the bookkeeping.
+        self._counts_tokens = (
+            params.repetition_penalty != 1.0
+            or params.presence_penalty != 0.0
+            or params.frequency_penalty != 0.0
+        )
         counts = np.zeros(vocab_size, dtype=np.int32)
         seen = np.zeros(vocab_size, dtype=bool)
         if params.repetition_penalty != 1.0:
@@ -72,6 +82,7 @@ class Sequence:
             seen=seen,
             num_generated=0,
             suppress_ids=tuple(sorted(job.stop_ids)) if params.min_new_tokens else (),
+            plain_greedy=plain_greedy(params),
         )
 
     @property
@@ -85,7 +96,7 @@ class Sequence:
     def record(self, token: int) -> float:
         """Count a generated token for the penalties; return the seconds since the previous token."""
         self.row.num_generated += 1
-        if 0 <= token < len(self.row.generated_counts):
+        if self._counts_tokens and 0 <= token < len(self.row.generated_counts):
             self.row.generated_counts[token] += 1
             self.row.seen[token] = True
         now = time.perf_counter()

@@ -46,6 +46,8 @@ class TransformerRunner:
         self._has_position_ids = "position_ids" in session.input_names
         self._logits_dtype = session.output_dtype("logits")
         self._logits = np.zeros((max_slots, 1, vocab_size), dtype=self._logits_dtype)
+        self._ids = np.zeros((max_slots, 1), dtype=np.int64)  # decode inputs, reused every step
+        self._positions = np.arange(spec.max_len, dtype=np.int64)[None, :]
         self._decode_binding = session.io_binding()
         self._decode_rows = 0  # rows the decode binding's KV and logits currently cover
 
@@ -89,12 +91,13 @@ class TransformerRunner:
         high = int(rows.max()) + 1
         lengths = self.cache.lengths[:high]
         counts = lengths + 1
-        if int(counts[rows].max()) > self.max_len:
+        width = int(counts.max())  # dummy rows never exceed a live row: the max is a live row's
+        if width > self.max_len:
             raise RuntimeError("a row is at the end of its KV buffer; the scheduler must stop it first")
-        ids = np.full((high, 1), self.pad_id, dtype=np.int64)
+        ids = self._ids[:high]
+        ids.fill(self.pad_id)
         ids[rows, 0] = tokens
-        width = int(counts.max())
-        mask = (np.arange(width)[None, :] < counts[:, None]).astype(np.int64)
+        mask = (self._positions[:width] < counts[:, None]).astype(np.int64)
         binding = self._decode_binding
         if high != self._decode_rows:
             self._bind_cache(binding, 0, high)
@@ -105,7 +108,7 @@ class TransformerRunner:
         binding.bind_cpu_input("input_ids", ids)
         binding.bind_cpu_input("attention_mask", mask)
         if self._has_position_ids:
-            binding.bind_cpu_input("position_ids", np.minimum(lengths, self.max_len - 1)[:, None].copy())
+            binding.bind_cpu_input("position_ids", lengths[:, None])  # each row's next position
         self.session.run_binding(binding)
         self.cache.lengths[rows] += 1
         return self._logits[rows, 0].copy()

@@ -76,7 +76,7 @@ def test_batches_never_exceed_max_batch_and_full_batches_do_not_wait(classifier_
     assert len(results) == 10
     assert [r.size for r in records] == [4, 4, 2]
     # Full batches start at once; only the last, partial batch waits for the 500 ms delay.
-    assert records[0].oldest_wait_s < 0.25 and records[1].oldest_wait_s < 0.25
+    assert records[0].oldest_wait_s < 0.4 and records[1].oldest_wait_s < 0.4
     assert records[2].oldest_wait_s >= 0.5
     assert time.perf_counter() - started < 5.0
 
@@ -96,7 +96,7 @@ def test_a_lone_request_waits_about_max_delay_for_company(classifier_path, bpe_t
     run(go())
     assert [r.size for r in records] == [1, 1, 1]
     for record in records:
-        assert 0.040 <= record.oldest_wait_s < 0.040 + 0.25  # generous: the CPU is shared
+        assert 0.040 <= record.oldest_wait_s < 0.040 + 0.5  # generous above: the CPU is shared
 
 
 def test_texts_of_similar_length_are_batched_together(classifier_path, bpe_tokenizer):

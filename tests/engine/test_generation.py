@@ -8,7 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.engine import FinishEvent, PromptTooLongError, QueueFullError, TokenEvent
+from service.engine import (
+    FinishEvent,
+    GenerationRequest,
+    PromptTooLongError,
+    QueueFullError,
+    SamplingParams,
+    TokenEvent,
+)
 from tests.engine.engine_helpers import generate, make_engine, run
 from tests.engine.engine_helpers import request as req
 
@@ -277,3 +284,24 @@ def test_n_samples_copy_one_prefilled_row_and_each_continue_it_exactly(engine):
     result = run(generate(engine, ids, n=3, max_new_tokens=12, ignore_eos=True))
     assert [o.token_ids for o in result.outputs] == [expected] * 3
     assert result.usage.prompt_tokens == len(ids)
+
+
+def test_a_non_streaming_request_gets_the_same_events_all_at_once(engine):
+    ids = prompt(19, 9)
+    streamed = run(generate(engine, ids, max_new_tokens=15, ignore_eos=True))
+
+    async def unary():
+        handle = engine.submit(
+            GenerationRequest(
+                prompt_token_ids=tuple(ids),
+                params=SamplingParams(max_new_tokens=15, ignore_eos=True),
+                stream=False,
+            )
+        )
+        await handle.done  # every event is delivered by the time the request is done...
+        assert handle._queue.qsize() == 16  # ...15 tokens and the finish, in one hand-over
+        return await handle.result()
+
+    result = run(unary())
+    assert result.outputs[0].token_ids == streamed.outputs[0].token_ids
+    assert result.outputs[0].text == streamed.outputs[0].text

@@ -1,0 +1,274 @@
+"""The one core under REST and gRPC: model lookup, settings limits, submission, classification, listing,
+and the per-request bookkeeping (one log line, request metrics, in-flight count for the drain).
+
+Adapters only translate: their bodies into `SamplingOptions` and prompts, `ApiError` into statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from service import metrics
+from service.api.errors import ApiError, ErrorKind, from_engine_error, invalid
+from service.api.generation import Generation, RequestRecord
+from service.api.schemas import SamplingOptions
+from service.engine import (
+    Classification,
+    EngineError,
+    GenerationRequest,
+    RequestHandle,
+)
+from service.registry import ModelEntry, ModelRegistry, ModelState
+from service.settings import Settings
+
+log = logging.getLogger("seqserve.requests")
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """A model as /v1/models and ListModels show it."""
+
+    name: str
+    task: str
+    architecture: str
+    state: str
+    ready: bool
+    error: str
+    context_length: int
+    labels: list[str]
+    provider: str
+    is_default: bool
+    parameters: int
+    created: int
+
+
+class InferenceCore:
+    """Shared by the REST app and the gRPC servicer of one process."""
+
+    def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ---- request bookkeeping ------------------------------------------------------------------------
+    def begin(self, route: str, request_id: str | None = None) -> RequestRecord:
+        record = RequestRecord(route, request_id or uuid.uuid4().hex)
+        self._in_flight += 1
+        self._idle.clear()
+        metrics.API_REQUESTS_IN_FLIGHT.labels(route=route).inc()
+        return record
+
+    def end(self, record: RequestRecord, status: int | None = None, error: str | None = None) -> None:
+        """Close the record once: metrics, the request's log line, and the drain's in-flight count."""
+        if record.closed:
+            return
+        record.closed = True
+        if status is not None:
+            record.status = status
+        if error:
+            record.error = error
+        elapsed = time.perf_counter() - record.started
+        metrics.REQUESTS_TOTAL.labels(route=record.route, model=record.model, status=str(record.status)).inc()
+        metrics.API_REQUEST_LATENCY.labels(route=record.route).observe(elapsed)
+        metrics.API_REQUESTS_IN_FLIGHT.labels(route=record.route).dec()
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+        fields: dict[str, object] = {
+            "request_id": record.request_id,
+            "route": record.route,
+            "model": record.model,
+            "status": record.status,
+            "duration_ms": round(elapsed * 1000, 2),
+        }
+        if record.first_token_at is not None:
+            fields["ttft_ms"] = round((record.first_token_at - record.started) * 1000, 2)
+        if record.prompt_tokens or record.completion_tokens:
+            fields["prompt_tokens"] = record.prompt_tokens
+            fields["completion_tokens"] = record.completion_tokens
+        if record.finish_reasons:
+            fields["finish"] = ",".join(sorted(set(record.finish_reasons)))
+        if record.texts:
+            fields["texts"] = record.texts
+        if record.error:
+            fields["error"] = record.error
+        log.log(
+            logging.WARNING if record.status >= 500 else logging.INFO, "request", extra={"fields": fields}
+        )
+
+    @asynccontextmanager
+    async def track(self, route: str, request_id: str | None = None) -> AsyncIterator[RequestRecord]:
+        """A record closed with the status the block ended with (ApiError, cancellation, crash)."""
+        record = self.begin(route, request_id)
+        try:
+            yield record
+        except ApiError as exc:
+            self.end(record, exc.kind.http_status, exc.message)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):  # a gRPC stream is closed when its client leaves
+            self.end(record, ErrorKind.CANCELLED.http_status, "cancelled by the client")
+            raise
+        except BaseException as exc:
+            self.end(record, 500, repr(exc))
+            raise
+        else:
+            if not record.detached:
+                self.end(record)
+
+    def close_generation(self, gen: Generation) -> None:
+        """However a stream ended: a generation still running lost its client, so stop it (slot freed
+        at the next step) and log 499; a finished one is closed as it finished."""
+        if not gen.done:
+            gen.cancel()
+            self.end(gen.record, ErrorKind.CANCELLED.http_status, "the client went away")
+        else:
+            self.end(gen.record)
+
+    def start_draining(self) -> None:
+        self.draining = True
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True when every API request finished (responses written) within `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    # ---- models -------------------------------------------------------------------------------------
+    def _entry(self, name: str | None, task: str, record: RequestRecord) -> ModelEntry:
+        if self.draining:
+            raise ApiError(ErrorKind.UNAVAILABLE, "the server is shutting down; retry on another replica")
+        wanted = name or self.registry.default_name(task)
+        if wanted is None:
+            raise ApiError(ErrorKind.NOT_FOUND, f"model: no {_TASK_NOUN[task]} model is served", "model")
+        entry = self.registry.get(wanted)
+        if entry is None:
+            raise ApiError(ErrorKind.NOT_FOUND, f"model: {wanted!r} not found (see /v1/models)", "model")
+        record.model = entry.name
+        if entry.task is not None and entry.task != task:
+            raise invalid(
+                "model", f"{entry.name!r} is a {_TASK_NOUN[entry.task]} model, not a {_TASK_NOUN[task]} one"
+            )
+        if entry.state is not ModelState.READY:
+            why = f": {entry.error}" if entry.error else ""
+            raise ApiError(ErrorKind.UNAVAILABLE, f"model {entry.name!r} is {entry.state.value}{why}")
+        return entry
+
+    def models(self) -> list[ModelView]:
+        defaults = {self.registry.default_name("generate"), self.registry.default_name("classify")}
+        views = []
+        for e in self.registry.entries():
+            m = e.manifest
+            views.append(
+                ModelView(
+                    name=e.name,
+                    task=e.task or "",
+                    architecture=m.architecture if m else "",
+                    state=e.state.value,
+                    ready=e.state is ModelState.READY,
+                    error=e.error or "",
+                    context_length=int(m.context_length or 0) if m else 0,
+                    labels=list(m.labels or []) if m else [],
+                    provider=e.provider or "",
+                    is_default=e.name in defaults,
+                    parameters=int(m.raw.get("parameters") or 0) if m else 0,
+                    created=_mtime(e),
+                )
+            )
+        return views
+
+    # ---- generation ---------------------------------------------------------------------------------
+    def submit(
+        self,
+        record: RequestRecord,
+        model: str | None,
+        prompts: Sequence[str | Sequence[int]],
+        options: SamplingOptions,
+        *,
+        stream: bool,
+        returns_prompt: bool = False,
+        param_prefix: str = "",
+        prompt_field: str = "prompt",
+    ) -> Generation:
+        """Queue one engine request per prompt (all or none) and return them as one Generation.
+
+        `returns_prompt` (OpenAI echo) allows max_tokens 0, as prompt_logprobs does: scoring only.
+        Without `stream` the engine hands the events over in one go at the end (no per-token wake-ups).
+        """
+        entry = self._entry(model, "generate", record)
+        engine = entry.engine
+        assert engine is not None
+        limit = self.settings.max_new_tokens
+        if options.max_tokens > limit:
+            raise invalid(param_prefix + "max_tokens", f"at most {limit} on this server")
+        score_only = options.max_tokens == 0
+        if score_only and not (returns_prompt or options.prompt_logprobs):
+            raise invalid(
+                param_prefix + "max_tokens", "must be >= 1 (0 only scores the prompt: ask for its logprobs)"
+            )
+        if len(prompts) > self.settings.max_texts_per_request:
+            raise invalid(prompt_field, f"at most {self.settings.max_texts_per_request} prompts per request")
+        params = options.to_engine(max_new_tokens=1 if score_only else None)
+        handles: list[RequestHandle] = []
+        try:
+            for i, prompt in enumerate(prompts):
+                rid = record.request_id if len(prompts) == 1 else f"{record.request_id}-{i}"
+                if isinstance(prompt, str):
+                    request = GenerationRequest(prompt=prompt, params=params, request_id=rid, stream=stream)
+                else:
+                    ids = tuple(prompt)
+                    request = GenerationRequest(
+                        prompt_token_ids=ids, params=params, request_id=rid, stream=stream
+                    )
+                handles.append(engine.submit(request))
+        except (EngineError, ValueError) as exc:
+            for handle in handles:
+                handle.cancel()
+            error = from_engine_error(exc, param_prefix)
+            if error.param in ("prompt", "prompt_token_ids", param_prefix + "prompt"):
+                error = ApiError(
+                    error.kind, prompt_field + error.message[len(error.param or "") :], prompt_field
+                )
+            raise error from None
+        return Generation(entry.name, engine, handles, score_only, record, stream)
+
+    # ---- classification -----------------------------------------------------------------------------
+    async def classify(
+        self, record: RequestRecord, model: str | None, texts: Sequence[str]
+    ) -> tuple[str, list[Classification]]:
+        entry = self._entry(model, "classify", record)
+        classifier = entry.classifier
+        assert classifier is not None
+        if not texts:
+            raise invalid("texts", "must hold at least one text")
+        if len(texts) > self.settings.max_texts_per_request:
+            raise invalid("texts", f"at most {self.settings.max_texts_per_request} texts per request")
+        record.texts = len(texts)
+        try:
+            return entry.name, await classifier.classify(texts)
+        except EngineError as exc:
+            raise from_engine_error(exc) from None
+
+
+_TASK_NOUN = {"generate": "generation", "classify": "classification"}
+
+
+def _mtime(entry: ModelEntry) -> int:
+    try:
+        return int((entry.directory / "manifest.json").stat().st_mtime)
+    except OSError:
+        return 0

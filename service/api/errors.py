@@ -1,0 +1,120 @@
+"""One error type for both adapters: REST turns it into a status and a JSON body, gRPC into a status code.
+
+Every client mistake becomes a 4xx that names the offending field; only real server faults are 500.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+import grpc
+from pydantic import ValidationError
+
+from service.engine import EngineStoppedError, PromptTooLongError, QueueFullError
+
+
+class ErrorKind(Enum):
+    """(HTTP status, gRPC code, OpenAI-style error type) of each failure class."""
+
+    INVALID_ARGUMENT = (400, grpc.StatusCode.INVALID_ARGUMENT, "invalid_request_error")
+    UNAUTHENTICATED = (401, grpc.StatusCode.UNAUTHENTICATED, "authentication_error")
+    NOT_FOUND = (404, grpc.StatusCode.NOT_FOUND, "not_found_error")
+    PAYLOAD_TOO_LARGE = (413, grpc.StatusCode.RESOURCE_EXHAUSTED, "invalid_request_error")
+    RESOURCE_EXHAUSTED = (429, grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limit_error")
+    CANCELLED = (499, grpc.StatusCode.CANCELLED, "cancelled")
+    INTERNAL = (500, grpc.StatusCode.INTERNAL, "server_error")
+    UNAVAILABLE = (503, grpc.StatusCode.UNAVAILABLE, "service_unavailable")
+    DEADLINE_EXCEEDED = (504, grpc.StatusCode.DEADLINE_EXCEEDED, "timeout")
+
+    @property
+    def http_status(self) -> int:
+        return self.value[0]
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return self.value[1]
+
+    @property
+    def type_name(self) -> str:
+        return self.value[2]
+
+
+@dataclass
+class ApiError(Exception):
+    """A failure to report to the client; `param` names the request field at fault, if any."""
+
+    kind: ErrorKind
+    message: str
+    param: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def body(self) -> dict[str, object]:
+        """The OpenAI error shape, used by every REST route so clients parse one format."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind.type_name,
+                "param": self.param,
+                "code": self.kind.http_status,
+            }
+        }
+
+
+def invalid(param: str, rule: str) -> ApiError:
+    return ApiError(ErrorKind.INVALID_ARGUMENT, f"{param}: {rule}", param)
+
+
+# The engine names its own parameters; clients know them by the API's names.
+_ENGINE_TO_API = {
+    "max_new_tokens": "max_tokens",
+    "min_new_tokens": "min_tokens",
+    "prompt_token_ids": "prompt",
+}
+_FIELD = re.compile(r"^([A-Za-z_][\w.]*): ")
+# Pydantic puts union members ("str", "function-after[...]") into error locations; fields are plain names.
+_NAME = re.compile(r"^(?!(?:str|int|float|bool|list|dict|none)$)[A-Za-z_]\w*$")
+
+
+def from_value_error(exc: ValueError, prefix: str = "") -> ApiError:
+    """Engine validation messages start with the field ("temperature: must be >= 0")."""
+    message = str(exc)
+    match = _FIELD.match(message)
+    if not match:
+        return ApiError(ErrorKind.INVALID_ARGUMENT, message)
+    engine_name = match.group(1)
+    param = prefix + _ENGINE_TO_API.get(engine_name, engine_name)
+    return ApiError(ErrorKind.INVALID_ARGUMENT, param + message[len(engine_name) :], param)
+
+
+def from_engine_error(exc: Exception, prefix: str = "") -> ApiError:
+    """Map what `engine.submit` / `classify` raise; anything unknown is left to the caller."""
+    if isinstance(exc, QueueFullError):
+        return ApiError(ErrorKind.RESOURCE_EXHAUSTED, f"{exc}; retry later")
+    if isinstance(exc, EngineStoppedError):
+        return ApiError(ErrorKind.UNAVAILABLE, str(exc))
+    if isinstance(exc, PromptTooLongError):
+        return ApiError(ErrorKind.INVALID_ARGUMENT, str(exc), "prompt")
+    if isinstance(exc, ValueError):
+        return from_value_error(exc, prefix)
+    raise TypeError(f"not an engine error: {exc!r}") from exc
+
+
+def from_validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
+    """The first pydantic error, as "field.path: message"; the location names the field."""
+    first = exc.errors(include_url=False)[0]
+    parts = [str(p) for p in first["loc"] if isinstance(p, int) or _NAME.match(p)]
+    # Model-level checks (schemas.py) name the field they concern in the error's context.
+    if (ctx := first.get("ctx")) and "field" in ctx:
+        parts.append(str(ctx["field"]))
+    field = ".".join(parts) or "body"
+    param = prefix + field
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"] == "missing":
+        message = "field required"
+    return ApiError(ErrorKind.INVALID_ARGUMENT, f"{param}: {message}", param)

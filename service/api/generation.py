@@ -1,0 +1,175 @@
+"""`Generation`: the engine handles of one API request, merged into one event stream for the adapters.
+
+An OpenAI request may carry several prompts (one engine request each); a scoring request
+(max_tokens 0) runs one step for the prompt's logprobs and hides the token it had to generate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from tokenizers import Tokenizer
+
+from service.engine import (
+    CompletionOutput,
+    Event,
+    FinishEvent,
+    GenerationEngine,
+    GenerationResult,
+    RequestHandle,
+    TokenEvent,
+    Usage,
+)
+
+
+@dataclass
+class RequestRecord:
+    """What the one log line and the request metrics of an API call say."""
+
+    route: str
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    model: str = "-"
+    status: int = 200
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_at: float | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    texts: int = 0
+    error: str | None = None
+    closed: bool = False
+    # A streaming response outlives its route handler and closes the record itself.
+    detached: bool = False
+
+
+def clean_logprob(value: float | None) -> float | None:
+    """JSON has no -inf or NaN (a token the filters removed has logprob -inf): report those as null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+class Generation:
+    """Submitted handles (prompt order) and the model that serves them; `cancel()` stops them all."""
+
+    def __init__(
+        self,
+        model: str,
+        engine: GenerationEngine,
+        handles: list[RequestHandle],
+        score_only: bool,
+        record: RequestRecord,
+        stream: bool = True,
+    ) -> None:
+        self.model = model
+        self.engine = engine
+        self.handles = handles
+        self.score_only = score_only
+        self.record = record
+        self.stream = stream  # unary requests get their events at the end: no time to first token
+        self.n = handles[0].request.params.n
+        self.created = int(time.time())
+        record.prompt_tokens = sum(len(h.prompt_token_ids) for h in handles)
+        self._token_text: dict[int, str] = {}
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.engine.tokenizer
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token (special tokens included), cached: logprobs name tokens by text."""
+        text = self._token_text.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id], skip_special_tokens=False)
+            self._token_text[token_id] = text
+        return text
+
+    def cancel(self) -> None:
+        for handle in self.handles:
+            handle.cancel()
+
+    @property
+    def done(self) -> bool:
+        return all(h.done.done() for h in self.handles)
+
+    async def events(self) -> AsyncIterator[tuple[int, Event]]:
+        """(prompt index, event) until every sample of every prompt has finished."""
+        if len(self.handles) == 1:
+            async for event in self.handles[0]:
+                if (seen := self._observe(event)) is not None:
+                    yield 0, seen
+            return
+        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+
+        async def pump(index: int, handle: RequestHandle) -> None:
+            async for event in handle:
+                queue.put_nowait((index, event))
+
+        tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(self.handles)]
+        try:
+            for _ in range(self.n * len(self.handles)):
+                while True:
+                    index, event = await queue.get()
+                    if (seen := self._observe(event)) is not None:
+                        yield index, seen
+                    if isinstance(event, FinishEvent):
+                        break
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _observe(self, event: Event) -> Event | None:
+        """Record timings and counts; in scoring mode, hide (None) the one token it had to generate."""
+        if isinstance(event, TokenEvent):
+            if self.stream and self.record.first_token_at is None:
+                self.record.first_token_at = time.perf_counter()
+            return None if self.score_only else event
+        if self.score_only:
+            event = dataclasses.replace(
+                event,
+                text="",
+                finish_reason=event.finish_reason
+                if event.finish_reason in ("cancelled", "error")
+                else "length",
+                stop_reason=None,
+                usage=Usage(event.usage.prompt_tokens, 0),
+            )
+        self.record.completion_tokens += event.usage.completion_tokens
+        self.record.finish_reasons.append(event.finish_reason)
+        if event.error:
+            self.record.error = event.error
+        return event
+
+    async def results(self) -> list[GenerationResult]:
+        """Every prompt's unary result (texts, token ids, logprobs, usage), in prompt order."""
+        outputs = [[CompletionOutput(index=i) for i in range(self.n)] for _ in self.handles]
+        async for prompt_index, event in self.events():
+            out = outputs[prompt_index][event.index]
+            if isinstance(event, TokenEvent):
+                out.text += event.text
+                out.token_ids.append(event.token_id)
+                out.logprobs.append(event.logprob)
+                out.top_logprobs.append(event.top_logprobs)
+            else:
+                out.text += event.text
+                out.finish_reason = event.finish_reason
+                out.stop_reason = event.stop_reason
+        results = []
+        for handle, outs in zip(self.handles, outputs, strict=True):
+            completion = sum(len(o.token_ids) for o in outs)
+            results.append(
+                GenerationResult(
+                    request_id=handle.request_id,
+                    prompt_token_ids=handle.prompt_token_ids,
+                    prompt_logprobs=handle.prompt_logprobs,
+                    outputs=outs,
+                    usage=Usage(len(handle.prompt_token_ids), completion),
+                )
+            )
+        return results
+
+    def usage(self) -> Usage:
+        return Usage(self.record.prompt_tokens, self.record.completion_tokens)

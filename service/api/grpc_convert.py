@@ -1,0 +1,147 @@
+"""Proto messages <-> the core's types. Requests become `SamplingOptions` (so the schema's defaults,
+ranges and messages apply as over REST); responses are built from native.py's dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.api.core import ModelView
+from service.api.errors import from_validation_error, invalid
+from service.api.generated.seqserve.v1 import inference_pb2 as pb
+from service.api.schemas import SamplingOptions
+from service.engine import Classification
+
+_OPTIONAL = (
+    "max_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "seed",
+    "logprobs",
+    "min_tokens",
+)
+FINISH = {
+    "stop": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH,
+    "cancelled": pb.FINISH_REASON_CANCELLED,
+    "error": pb.FINISH_REASON_ERROR,
+}
+
+
+def options(params: pb.SamplingParams) -> SamplingOptions:
+    """Unset optional fields keep the shared defaults; errors name the field as "params.<name>"."""
+    values: dict[str, Any] = {name: getattr(params, name) for name in _OPTIONAL if params.HasField(name)}
+    values["stop"] = list(params.stop)
+    values["stop_token_ids"] = list(params.stop_token_ids)
+    values["ignore_eos"] = params.ignore_eos
+    values["prompt_logprobs"] = params.prompt_logprobs
+    try:
+        return SamplingOptions.model_validate(values)
+    except ValidationError as exc:
+        raise from_validation_error(exc, "params.") from None
+
+
+def prompt(request: pb.GenerateRequest) -> tuple[str | list[int], str]:
+    """(prompt, the field it came from); exactly one of prompt and prompt_token_ids."""
+    ids = list(request.prompt_token_ids)
+    if request.prompt and ids:
+        raise invalid("prompt", "give exactly one of prompt and prompt_token_ids")
+    if ids:
+        return ids, "prompt_token_ids"
+    if not request.prompt:
+        raise invalid("prompt", "must not be empty (give prompt or prompt_token_ids)")
+    return request.prompt, "prompt"
+
+
+def token_logprob(d: dict[str, Any]) -> pb.TokenLogprob:
+    msg = pb.TokenLogprob(
+        token_id=d["token_id"],
+        token=d["token"],
+        top_logprobs=[pb.TopLogprob(**t) for t in d["top_logprobs"]],
+    )
+    if d["logprob"] is not None:
+        msg.logprob = d["logprob"]
+    return msg
+
+
+def usage(d: dict[str, int]) -> pb.Usage:
+    return pb.Usage(**d)
+
+
+def _stop_reason(msg: pb.Completion | pb.GenerateStreamResponse, reason: str | int | None) -> None:
+    if isinstance(reason, str):
+        msg.stop_string = reason
+    elif isinstance(reason, int):
+        msg.stop_token_id = reason
+
+
+def generate_response(d: dict[str, Any]) -> pb.GenerateResponse:
+    completions = []
+    for c in d["completions"]:
+        msg = pb.Completion(
+            index=c["index"],
+            text=c["text"],
+            token_ids=c["token_ids"],
+            finish_reason=FINISH.get(c["finish_reason"] or "", pb.FINISH_REASON_UNSPECIFIED),
+            logprobs=[token_logprob(t) for t in c["logprobs"] or []],
+            error=c.get("error") or "",
+        )
+        _stop_reason(msg, c["stop_reason"])
+        completions.append(msg)
+    return pb.GenerateResponse(
+        id=d["id"],
+        model=d["model"],
+        completions=completions,
+        prompt_token_ids=d["prompt_token_ids"],
+        prompt_logprobs=[token_logprob(t) for t in d["prompt_logprobs"] or []],
+        usage=usage(d["usage"]),
+    )
+
+
+def stream_response(d: dict[str, Any]) -> pb.GenerateStreamResponse:
+    msg = pb.GenerateStreamResponse(
+        id=d["id"],
+        model=d["model"],
+        index=d["index"],
+        text=d["text"],
+        token_ids=d.get("token_ids", []),
+        logprobs=[token_logprob(t) for t in d.get("logprobs") or []],
+        finish_reason=FINISH.get(d.get("finish_reason") or "", pb.FINISH_REASON_UNSPECIFIED),
+        prompt_logprobs=[token_logprob(t) for t in d.get("prompt_logprobs") or []],
+        error=d.get("error") or "",
+    )
+    _stop_reason(msg, d.get("stop_reason"))
+    if "usage" in d:
+        msg.usage.CopyFrom(usage(d["usage"]))
+    return msg
+
+
+def classify_response(request_id: str, model: str, results: list[Classification]) -> pb.ClassifyResponse:
+    return pb.ClassifyResponse(
+        id=request_id,
+        model=model,
+        results=[pb.Classification(label=r.label, probabilities=r.probabilities) for r in results],
+    )
+
+
+def model_info(m: ModelView) -> pb.ModelInfo:
+    return pb.ModelInfo(
+        name=m.name,
+        task=m.task,
+        architecture=m.architecture,
+        state=m.state,
+        ready=m.ready,
+        error=m.error,
+        context_length=m.context_length,
+        labels=m.labels,
+        provider=m.provider,
+        is_default=m.is_default,
+        parameters=m.parameters,
+    )

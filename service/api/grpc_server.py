@@ -1,0 +1,199 @@
+"""The grpc.aio server: the Inference servicer (a thin adapter over the core), standard health
+(overall "" and one entry per model) and server reflection.
+
+A client cancel or a passed deadline cancels the handler's task; the `finally` blocks then cancel
+the generation, whose slot the scheduler frees at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from service.api import grpc_convert as convert
+from service.api import native
+from service.api.core import InferenceCore
+from service.api.errors import ApiError, ErrorKind
+from service.api.generated.seqserve.v1 import inference_pb2 as pb
+from service.api.grpc_wire import Malformed, safe_deserializer
+from service.api.middleware import key_matches
+from service.registry import ModelEntry, ModelState
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class InferenceServicer:
+    """Each method: check the key, parse, call the core, convert; ApiError becomes the status."""
+
+    def __init__(self, core: InferenceCore, settings: Settings) -> None:
+        self.core = core
+        self.api_key = settings.api_key
+
+    async def _admit(self, request: Any, context: grpc.aio.ServicerContext) -> str | None:
+        """Auth and parse checks before any work; returns the client's request id."""
+        metadata = dict(context.invocation_metadata() or ())
+        if self.api_key and not key_matches(metadata.get("authorization"), self.api_key):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key")
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+        rid = getattr(request, "request_id", "") or metadata.get("x-request-id")
+        return rid or None
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        rid = await self._admit(request, context)
+        try:
+            async with self.core.track("grpc.Generate", rid) as record:
+                prompt, field = convert.prompt(request)
+                opts = convert.options(request.params)
+                gen = self.core.submit(
+                    record,
+                    request.model or None,
+                    [prompt],
+                    opts,
+                    stream=False,
+                    param_prefix="params.",
+                    prompt_field=field,
+                )
+                try:
+                    results = await gen.results()
+                finally:
+                    if not gen.done:
+                        gen.cancel()  # cancelled or past its deadline: free the slot
+                if record.error:
+                    raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+                await context.send_initial_metadata((("x-request-id", record.request_id),))
+                return convert.generate_response(native.response(gen, results[0]))
+        except ApiError as exc:
+            await context.abort(exc.kind.grpc_code, exc.message)
+
+    async def GenerateStream(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        rid = await self._admit(request, context)
+        try:
+            async with self.core.track("grpc.GenerateStream", rid) as record:
+                prompt, field = convert.prompt(request)
+                opts = convert.options(request.params)
+                gen = self.core.submit(
+                    record,
+                    request.model or None,
+                    [prompt],
+                    opts,
+                    stream=True,
+                    param_prefix="params.",
+                    prompt_field=field,
+                )
+                try:
+                    await context.send_initial_metadata((("x-request-id", record.request_id),))
+                    first = True
+                    async for _, event in gen.events():
+                        yield convert.stream_response(native.stream_message(gen, event, first))
+                        first = False
+                finally:
+                    if not gen.done:
+                        gen.cancel()
+                if record.error:
+                    raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+        except ApiError as exc:
+            await context.abort(exc.kind.grpc_code, exc.message)
+
+    async def Classify(
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyResponse:
+        rid = await self._admit(request, context)
+        try:
+            async with self.core.track("grpc.Classify", rid) as record:
+                name, results = await self.core.classify(record, request.model or None, list(request.texts))
+                return convert.classify_response(record.request_id, name, results)
+        except ApiError as exc:
+            await context.abort(exc.kind.grpc_code, exc.message)
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        await self._admit(request, context)
+        async with self.core.track("grpc.ListModels"):
+            return pb.ListModelsResponse(models=[convert.model_info(m) for m in self.core.models()])
+
+
+def _handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+    """Registered by hand (not the generated add_*_to_server) to use the forgiving deserializer."""
+
+    def unary(method: Callable[..., Awaitable[Any]], req: type, resp: type) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            method, request_deserializer=safe_deserializer(req), response_serializer=resp.SerializeToString
+        )
+
+    methods = {
+        "Generate": unary(servicer.Generate, pb.GenerateRequest, pb.GenerateResponse),
+        "GenerateStream": grpc.unary_stream_rpc_method_handler(
+            servicer.GenerateStream,
+            request_deserializer=safe_deserializer(pb.GenerateRequest),
+            response_serializer=pb.GenerateStreamResponse.SerializeToString,
+        ),
+        "Classify": unary(servicer.Classify, pb.ClassifyRequest, pb.ClassifyResponse),
+        "ListModels": unary(servicer.ListModels, pb.ListModelsRequest, pb.ListModelsResponse),
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, methods)
+
+
+class HealthReporter:
+    """Keeps grpc.health.v1 in step with the registry: "" and the service name follow readiness,
+    each model name its own state; all NOT_SERVING once draining."""
+
+    def __init__(self, core: InferenceCore) -> None:
+        self.core = core
+        self.servicer = HealthServicer()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def refresh(self) -> None:
+        ready, _ = self.core.registry.readiness()
+        overall = SERVING if ready and not self.core.draining else NOT_SERVING
+        await self.servicer.set("", overall)
+        await self.servicer.set(SERVICE, overall)
+        for entry in self.core.registry.entries():
+            ok = entry.state is ModelState.READY and not self.core.draining
+            await self.servicer.set(entry.name, SERVING if ok else NOT_SERVING)
+
+    def on_change(self, _entry: ModelEntry | None) -> None:
+        task = asyncio.get_running_loop().create_task(self.refresh())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def build_server(
+    core: InferenceCore, settings: Settings
+) -> tuple[grpc.aio.Server, HealthReporter, int]:
+    """A started-ready (not yet started) server bound to the configured address; returns the bound port."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_body_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    server.add_generic_rpc_handlers((_handler(InferenceServicer(core, settings)),))
+    health = HealthReporter(core)
+    await health.refresh()
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    core.registry.add_listener(health.on_change)
+    reflection.enable_server_reflection(
+        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        raise RuntimeError(f"gRPC could not bind {settings.grpc_host}:{settings.grpc_port}")
+    return server, health, port

@@ -1,0 +1,97 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware, which would buffer streams and hide disconnects):
+the API key check and the request body limit, both before any route runs."""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.errors import ApiError, ErrorKind
+
+# Probes and scrapes must work without the key: kubelets and Prometheus do not hold it.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+async def send_error(send: Send, error: ApiError, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps(error.body()).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": error.kind.http_status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def key_matches(header_value: str | None, api_key: str) -> bool:
+    """`Bearer <key>`, compared in constant time; shared with the gRPC adapter."""
+    if not header_value:
+        return False
+    scheme, _, token = header_value.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+
+
+class ApiKeyMiddleware:
+    """With an API key configured, every route but the probes needs `Authorization: Bearer <key>`."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        value = headers.get(b"authorization")
+        if not key_matches(value.decode("latin-1") if value else None, self.api_key):
+            error = ApiError(
+                ErrorKind.UNAUTHENTICATED, "missing or invalid API key (Authorization: Bearer <key>)"
+            )
+            await send_error(send, error, {"www-authenticate": "Bearer"})
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Reads the whole body up front (it is bounded) and answers 413 past the limit, then replays it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        too_large = ApiError(
+            ErrorKind.PAYLOAD_TOO_LARGE, f"body: larger than the limit of {self.max_bytes} bytes", "body"
+        )
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await send_error(send, too_large, {"connection": "close"})
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await send_error(send, too_large, {"connection": "close"})
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: waits for the disconnect, as the server's would
+
+        await self.app(scope, replay, send)

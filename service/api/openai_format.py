@@ -1,0 +1,168 @@
+"""OpenAI completions shapes: the unary response, the SSE chunks, and the legacy `logprobs` object.
+
+A choice's index is prompt_index * n + sample. `text_offset` counts characters from the start of the
+choice's text (which begins with the prompt when `echo` is set).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.api.generation import Generation, clean_logprob
+from service.engine import CompletionOutput, GenerationResult, TokenEvent
+
+OBJECT = "text_completion"
+
+
+def completion_id(request_id: str) -> str:
+    return f"cmpl-{request_id}"
+
+
+class LogprobsBuilder:
+    """Accumulates the legacy logprobs object of one choice, token by token."""
+
+    def __init__(self, gen: Generation) -> None:
+        self.gen = gen
+        self.offset = 0
+        self.tokens: list[str] = []
+        self.token_logprobs: list[float | None] = []
+        self.top_logprobs: list[dict[str, float] | None] = []
+        self.text_offset: list[int] = []
+
+    def add(self, token_id: int, logprob: float | None, top: list[tuple[int, float]] | None) -> None:
+        text = self.gen.token_text(token_id)
+        logprob = clean_logprob(logprob)
+        self.tokens.append(text)
+        self.token_logprobs.append(logprob)
+        if logprob is None:
+            self.top_logprobs.append(None)
+        else:
+            entries = {self.gen.token_text(t): lp for t, lp in (top or []) if clean_logprob(lp) is not None}
+            entries.setdefault(text, logprob)
+            self.top_logprobs.append(entries)
+        self.text_offset.append(self.offset)
+        self.offset += len(text)
+
+    def add_prompt(self, token_ids: list[int], logprobs: list[float | None] | None) -> None:
+        """Prompt tokens (echo): their own logprob only; the first token has none."""
+        values = logprobs or [None] * len(token_ids)
+        for token_id, lp in zip(token_ids, values, strict=False):
+            self.add(token_id, lp, None)
+
+    def take(self) -> dict[str, Any]:
+        """The object so far, and start afresh (streaming sends each chunk's tokens once)."""
+        body = {
+            "tokens": self.tokens,
+            "token_logprobs": self.token_logprobs,
+            "top_logprobs": self.top_logprobs,
+            "text_offset": self.text_offset,
+        }
+        self.tokens, self.token_logprobs, self.top_logprobs, self.text_offset = [], [], [], []
+        return body
+
+
+def prompt_text(gen: Generation, prompt: str | list[int]) -> str:
+    return prompt if isinstance(prompt, str) else gen.tokenizer.decode(list(prompt))
+
+
+def response(
+    gen: Generation,
+    results: list[GenerationResult],
+    prompts: list[str | list[int]],
+    echo: bool,
+    logprobs: int | None,
+) -> dict[str, Any]:
+    choices = []
+    for p_index, (result, prompt) in enumerate(zip(results, prompts, strict=True)):
+        for out in result.outputs:
+            choices.append(_choice(gen, p_index, result, out, prompt, echo, logprobs))
+    return {
+        "id": completion_id(gen.record.request_id),
+        "object": OBJECT,
+        "created": gen.created,
+        "model": gen.model,
+        "choices": choices,
+        "usage": usage_dict(gen),
+    }
+
+
+def _choice(
+    gen: Generation,
+    p_index: int,
+    result: GenerationResult,
+    out: CompletionOutput,
+    prompt: str | list[int],
+    echo: bool,
+    logprobs: int | None,
+) -> dict[str, Any]:
+    text = (prompt_text(gen, prompt) if echo else "") + out.text
+    lp: dict[str, Any] | None = None
+    if logprobs is not None:
+        builder = LogprobsBuilder(gen)
+        if echo:
+            builder.add_prompt(result.prompt_token_ids, result.prompt_logprobs)
+        for token_id, value, top in zip(out.token_ids, out.logprobs, out.top_logprobs, strict=True):
+            builder.add(token_id, value, top)
+        lp = builder.take()
+    return {
+        "index": p_index * gen.n + out.index,
+        "text": text,
+        "logprobs": lp,
+        "finish_reason": out.finish_reason,
+        "stop_reason": out.stop_reason,
+    }
+
+
+def usage_dict(gen: Generation) -> dict[str, int]:
+    u = gen.usage()
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    }
+
+
+def chunk(
+    gen: Generation,
+    index: int,
+    text: str,
+    logprobs: dict[str, Any] | None = None,
+    finish_reason: str | None = None,
+    stop_reason: str | int | None = None,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": completion_id(gen.record.request_id),
+        "object": OBJECT,
+        "created": gen.created,
+        "model": gen.model,
+        "choices": [
+            {
+                "index": index,
+                "text": text,
+                "logprobs": logprobs,
+                "finish_reason": finish_reason,
+                "stop_reason": stop_reason,
+            }
+        ],
+    }
+    if with_usage_field:
+        body["usage"] = None
+    return body
+
+
+def usage_chunk(gen: Generation) -> dict[str, Any]:
+    """The last chunk when stream_options.include_usage is set: no choices, the request's usage."""
+    return {
+        "id": completion_id(gen.record.request_id),
+        "object": OBJECT,
+        "created": gen.created,
+        "model": gen.model,
+        "choices": [],
+        "usage": usage_dict(gen),
+    }
+
+
+def token_chunk_logprobs(builder: LogprobsBuilder, event: TokenEvent) -> dict[str, Any]:
+    builder.add(event.token_id, event.logprob, event.top_logprobs)
+    return builder.take()

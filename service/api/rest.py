@@ -1,0 +1,140 @@
+"""The FastAPI app: probes, metrics, model listing, sentiment, and the generation routers.
+
+Every error leaves as the OpenAI error shape `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import metrics
+from service.api import rest_native, rest_openai
+from service.api.core import InferenceCore, ModelView
+from service.api.errors import ApiError, ErrorKind, invalid
+from service.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from service.api.rest_support import parse_body
+from service.api.schemas import SentimentBody
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(core: InferenceCore, settings: Settings) -> FastAPI:
+    app = FastAPI(title="seqserve", version="1", docs_url="/docs", redoc_url=None)
+    app.state.core = core
+    app.include_router(rest_native.router)
+    app.include_router(rest_openai.router)
+    _add_routes(app)
+    _add_error_handlers(app, settings)
+    # Added last = outermost: the key is checked before a body is read.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    return app
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (models may still be loading)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: 200 when models are loaded and warmed (policy in registry.py), 503 while draining."""
+        core: InferenceCore = request.app.state.core
+        ready, reason = core.registry.readiness()
+        if core.draining:
+            ready, reason = False, "draining"
+        models = {m.name: {"state": m.state, "error": m.error or None} for m in core.models()}
+        body = {"ready": ready, "reason": reason, "models": models}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> dict[str, object]:
+        """OpenAI's model list, each entry extended with task, state and the reason a model is not served."""
+        core: InferenceCore = request.app.state.core
+        async with core.track("/v1/models"):
+            return {"object": "list", "data": [_model_json(m) for m in core.models()]}
+
+    @app.get("/v1/models/{name}")
+    async def get_model(name: str, request: Request) -> dict[str, object]:
+        core: InferenceCore = request.app.state.core
+        async with core.track("/v1/models"):
+            for m in core.models():
+                if m.name == name:
+                    return _model_json(m)
+            raise ApiError(ErrorKind.NOT_FOUND, f"model: {name!r} not found", "model")
+
+    @app.post("/v1/sentiment")
+    async def sentiment(request: Request) -> JSONResponse:
+        """A label and the probability of every label, per text, batched with other callers' texts."""
+        core: InferenceCore = request.app.state.core
+        async with core.track("/v1/sentiment", request.headers.get("x-request-id")) as record:
+            body = await parse_body(request, SentimentBody)
+            if body.request_id:
+                record.request_id = body.request_id
+            name, results = await core.classify(record, body.model, body.texts)
+            payload = {
+                "id": record.request_id,
+                "model": name,
+                "results": [{"label": r.label, "probabilities": r.probabilities} for r in results],
+            }
+            return JSONResponse(payload, headers={"x-request-id": record.request_id})
+
+
+def _model_json(m: ModelView) -> dict[str, object]:
+    return {
+        "id": m.name,
+        "object": "model",
+        "created": m.created,
+        "owned_by": "seqserve",
+        "task": m.task or None,
+        "architecture": m.architecture or None,
+        "state": m.state,
+        "ready": m.ready,
+        "error": m.error or None,
+        "context_length": m.context_length or None,
+        "labels": m.labels or None,
+        "provider": m.provider or None,
+        "default": m.is_default,
+        "parameters": m.parameters or None,
+    }
+
+
+def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        headers = {}
+        if exc.kind is ErrorKind.RESOURCE_EXHAUSTED:
+            headers["retry-after"] = str(settings.retry_after_s)
+        return JSONResponse(exc.body(), status_code=exc.kind.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"][1:]) or "body"
+        error = invalid(param, first["msg"])
+        return JSONResponse(error.body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = ErrorKind.NOT_FOUND if exc.status_code == 404 else ErrorKind.INVALID_ARGUMENT
+        body = ApiError(kind, str(exc.detail)).body()
+        body["error"]["code"] = exc.status_code
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def server_error(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(ApiError(ErrorKind.INTERNAL, "internal server error").body(), status_code=500)

@@ -1,0 +1,63 @@
+"""POST /v1/generate: the native generation route, unary JSON or (with "stream": true) Server-Sent Events.
+
+The body is the JSON form of the proto's GenerateRequest; the responses mirror GenerateResponse and
+GenerateStreamResponse, built by native.py like the gRPC adapter's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from service.api import native
+from service.api.core import InferenceCore
+from service.api.errors import ApiError, ErrorKind, invalid
+from service.api.generation import Generation
+from service.api.rest_support import EventStream, parse_body, sse, unless_disconnected
+from service.api.schemas import GenerateBody
+
+ROUTE = "/v1/generate"
+router = APIRouter()
+
+
+@router.post(ROUTE)
+async def generate(request: Request) -> Response:
+    core: InferenceCore = request.app.state.core
+    async with core.track(ROUTE, request.headers.get("x-request-id")) as record:
+        body = await parse_body(request, GenerateBody)
+        if body.request_id:
+            record.request_id = body.request_id
+        if (body.prompt is None) == (body.prompt_token_ids is None):
+            raise invalid("prompt", "give exactly one of prompt and prompt_token_ids")
+        prompt_field = "prompt" if body.prompt is not None else "prompt_token_ids"
+        prompt = body.prompt if body.prompt is not None else body.prompt_token_ids
+        assert prompt is not None
+        gen = core.submit(
+            record,
+            body.model,
+            [prompt],
+            body.params,
+            stream=body.stream,
+            param_prefix="params.",
+            prompt_field=prompt_field,
+        )
+        headers = {"x-request-id": record.request_id}
+        if body.stream:
+            record.detached = True  # the stream closes the record when it ends
+            return EventStream(_stream(core, gen), on_close=lambda: core.close_generation(gen))
+        results = await unless_disconnected(request, gen.results(), gen.cancel)
+        if record.error:
+            raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+        return JSONResponse(native.response(gen, results[0]), headers=headers)
+
+
+async def _stream(core: InferenceCore, gen: Generation) -> AsyncIterator[bytes]:
+    """One SSE message per token and per finished sample, then `data: [DONE]`."""
+    first = True
+    async for _, event in gen.events():
+        yield sse(native.stream_message(gen, event, first))
+        first = False
+    yield sse("[DONE]")
+    core.end(gen.record)

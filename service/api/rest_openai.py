@@ -1,0 +1,89 @@
+"""POST /v1/completions, compatible with OpenAI's completions API (and its Python client, unmodified).
+
+Streaming sends `text_completion` chunks and ends with `data: [DONE]`; `echo` with `logprobs` and
+`max_tokens: 0` returns the prompt's token logprobs without generating (how clients score text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from service.api import openai_format as fmt
+from service.api.core import InferenceCore
+from service.api.errors import ApiError, ErrorKind
+from service.api.generation import Generation
+from service.api.rest_support import EventStream, parse_body, sse, unless_disconnected
+from service.api.schemas import CompletionBody
+from service.engine import FinishEvent
+
+ROUTE = "/v1/completions"
+router = APIRouter()
+
+
+@router.post(ROUTE)
+async def completions(request: Request) -> Response:
+    core: InferenceCore = request.app.state.core
+    async with core.track(ROUTE, request.headers.get("x-request-id")) as record:
+        body = await parse_body(request, CompletionBody)
+        prompts = body.prompts()
+        echo = bool(body.echo)
+        gen = core.submit(
+            record, body.model, prompts, body.options(), stream=bool(body.stream), returns_prompt=echo
+        )
+        headers = {"x-request-id": record.request_id}
+        if body.stream:
+            record.detached = True  # the stream closes the record when it ends
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            stream = _stream(core, gen, prompts, echo, body.logprobs, include_usage)
+            return EventStream(stream, on_close=lambda: core.close_generation(gen))
+        results = await unless_disconnected(request, gen.results(), gen.cancel)
+        if record.error:
+            raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+        return JSONResponse(fmt.response(gen, results, prompts, echo, body.logprobs), headers=headers)
+
+
+async def _stream(
+    core: InferenceCore,
+    gen: Generation,
+    prompts: list[str | list[int]],
+    echo: bool,
+    logprobs: int | None,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    builders = {}
+    if logprobs is not None:
+        builders = {i: fmt.LogprobsBuilder(gen) for i in range(len(prompts) * gen.n)}
+    echoed: set[int] = set()
+    async for p_index, event in gen.events():
+        index = p_index * gen.n + event.index
+        builder = builders.get(index)
+        if echo and index not in echoed:
+            # The prompt goes first, once per choice; its logprobs are known once the prompt is prefilled.
+            echoed.add(index)
+            lp = None
+            if builder is not None:
+                handle = gen.handles[p_index]
+                builder.add_prompt(handle.prompt_token_ids, handle.prompt_logprobs)
+                lp = builder.take()
+            yield sse(
+                fmt.chunk(gen, index, fmt.prompt_text(gen, prompts[p_index]), lp, None, None, include_usage)
+            )
+        if isinstance(event, FinishEvent):
+            if event.finish_reason == "error":
+                error = ApiError(ErrorKind.INTERNAL, f"the model failed: {event.error}")
+                yield sse(error.body())
+                continue
+            yield sse(
+                fmt.chunk(gen, index, event.text, None, event.finish_reason, event.stop_reason, include_usage)
+            )
+            continue
+        lp = fmt.token_chunk_logprobs(builder, event) if builder is not None else None
+        if event.text or lp is not None:
+            yield sse(fmt.chunk(gen, index, event.text, lp, None, None, include_usage))
+    if include_usage:
+        yield sse(fmt.usage_chunk(gen))
+    yield sse("[DONE]")
+    core.end(gen.record, ErrorKind.INTERNAL.http_status if gen.record.error else None)

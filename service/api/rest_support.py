@@ -1,0 +1,95 @@
+"""What the REST routes share: strict body parsing, unary waits that notice a disconnect, and SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from service.api.errors import ApiError, ErrorKind, from_validation_error, invalid
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """JSON body -> model. Invalid UTF-8 bytes survive decoding as lone surrogates, so the schema's
+    text check can name the field that held them instead of failing the whole body."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw.decode("utf-8", errors="surrogateescape")) if raw else None
+    except json.JSONDecodeError as exc:
+        raise invalid("body", f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise invalid("body", "must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+def request_id(request: Request, from_body: str | None = None) -> str | None:
+    return from_body or request.headers.get("x-request-id")
+
+
+async def _until_disconnected(request: Request) -> None:
+    """After the body is read, the server's next message is the disconnect (or never comes)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T], on_disconnect: Callable[[], None]) -> T:
+    """Await `work`; if the client goes away first, call `on_disconnect` (cancel the generation)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        on_disconnect()
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        on_disconnect()
+        task.cancel()
+        raise ApiError(ErrorKind.CANCELLED, "the client disconnected")
+    return task.result()
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
+class EventStream(StreamingResponse):
+    """An SSE response whose `on_close` runs however the stream ends, even when a client leaves before
+    the first chunk (the body generator would then never start, and its `finally` never run)."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+        super().__init__(_yielding(content), media_type="text/event-stream", headers=SSE_HEADERS)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+async def _yielding(content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Let the event loop run between chunks: a burst of queued tokens would otherwise be written to a
+    socket whose close the loop has not yet had a chance to report, one failed send after another."""
+    async for chunk in content:
+        yield chunk
+        await asyncio.sleep(0)

@@ -1,0 +1,252 @@
+"""Request bodies and their rules: the one place for API defaults, ranges and field names.
+
+REST validates bodies against these models; gRPC converts its messages to `SamplingOptions` so both
+adapters share defaults, limits and error messages. Settings-dependent limits (max tokens, prompt
+length, texts per request) are checked by the core, which knows the settings and the model.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from service.engine import SamplingParams
+
+DEFAULT_MAX_TOKENS = 16  # as OpenAI's completions API
+DEFAULT_TEMPERATURE = 1.0  # as OpenAI's: sample by default, temperature 0 is greedy
+MAX_STOP_STRINGS = 16
+MAX_LOGPROBS = 20
+MAX_N = 64
+MIN_TEMPERATURE = 1e-5
+
+
+def _valid_unicode(value: str) -> str:
+    """JSON can carry lone surrogates ("\\udc80") and our body parser maps bad UTF-8 bytes to them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError("invalid_utf8", "must be valid UTF-8 text") from exc
+    return value
+
+
+def _field_error(field: str, rule: str) -> PydanticCustomError:
+    """A model-level check's error, carrying the field it concerns (errors.py appends it to the location)."""
+    return PydanticCustomError("field_rule", rule, {"field": field})
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+StopText = Annotated[str, Field(min_length=1), AfterValidator(_valid_unicode)]
+TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+MaxTokens = Annotated[int, Field(ge=0)]
+Temperature = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+TopK = Annotated[int, Field(ge=0)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
+MinP = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+RepetitionPenalty = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
+N = Annotated[int, Field(ge=1, le=MAX_N)]
+Seed = Annotated[int, Field(ge=0, lt=2**64)]
+Logprobs = Annotated[int, Field(ge=0, le=MAX_LOGPROBS)]
+ModelName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_valid_unicode)]
+
+
+class _Strict(BaseModel):
+    """Unknown fields are errors: a misspelt parameter must not be ignored silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplingOptions(_Strict):
+    """Every decoding parameter with the service default; the same over native REST, OpenAI and gRPC."""
+
+    max_tokens: MaxTokens = DEFAULT_MAX_TOKENS
+    temperature: Temperature = DEFAULT_TEMPERATURE
+    top_k: TopK = 0
+    top_p: TopP = 1.0
+    min_p: MinP = 0.0
+    repetition_penalty: RepetitionPenalty = 1.0
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
+    stop_token_ids: list[TokenId] = Field(default_factory=list, max_length=256)
+    ignore_eos: bool = False
+    n: N = 1
+    seed: Seed | None = None
+    logprobs: Logprobs | None = None
+    prompt_logprobs: bool = False
+    min_tokens: MaxTokens = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SamplingOptions:
+        if self.max_tokens > 0 and self.min_tokens > self.max_tokens:
+            raise _field_error("min_tokens", "must be <= max_tokens")
+        return self
+
+    def to_engine(self, max_new_tokens: int | None = None) -> SamplingParams:
+        """The engine's parameters; `max_new_tokens` overrides max_tokens (scoring asks for one)."""
+        return SamplingParams(
+            max_new_tokens=max_new_tokens if max_new_tokens is not None else self.max_tokens,
+            # As vLLM: a temperature this small is greedy, and dividing by it would overflow the logits.
+            temperature=self.temperature if self.temperature >= MIN_TEMPERATURE else 0.0,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            stop=tuple(self.stop),
+            stop_token_ids=tuple(self.stop_token_ids),
+            ignore_eos=self.ignore_eos,
+            n=self.n,
+            seed=self.seed,
+            logprobs=self.logprobs,
+            prompt_logprobs=self.prompt_logprobs,
+            min_new_tokens=min(self.min_tokens, max_new_tokens or self.max_tokens),
+        )
+
+
+class GenerateBody(_Strict):
+    """POST /v1/generate: the JSON form of the proto's GenerateRequest, plus `stream`."""
+
+    model: ModelName | None = None
+    prompt: Text | None = None
+    prompt_token_ids: list[TokenId] | None = None
+    params: SamplingOptions = Field(default_factory=SamplingOptions)
+    stream: bool = False
+    request_id: Annotated[str, Field(max_length=128)] | None = None
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+PromptTokens = Annotated[list[TokenId], Field(min_length=1)]
+
+
+class CompletionBody(_Strict):
+    """POST /v1/completions, OpenAI's legacy completions API plus vLLM-style extensions."""
+
+    model: ModelName | None = None
+    prompt: Any
+    max_tokens: MaxTokens | None = DEFAULT_MAX_TOKENS
+    temperature: Temperature | None = DEFAULT_TEMPERATURE
+    top_p: TopP | None = 1.0
+    n: N | None = 1
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    stop: list[StopText] | None = Field(None, max_length=MAX_STOP_STRINGS)
+    seed: Seed | None = None
+    logprobs: Logprobs | None = None
+    echo: bool | None = False
+    presence_penalty: Penalty | None = 0.0
+    frequency_penalty: Penalty | None = 0.0
+    best_of: N | None = None
+    logit_bias: dict[str, float] | None = None
+    suffix: str | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+    # Extensions (vLLM names), sent by the openai client through `extra_body`.
+    top_k: TopK | None = 0
+    min_p: MinP | None = 0.0
+    repetition_penalty: RepetitionPenalty | None = 1.0
+    stop_token_ids: list[TokenId] | None = None
+    ignore_eos: bool | None = False
+    min_tokens: MaxTokens | None = 0
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_shape(cls, value: Any) -> str | list[str] | list[int] | list[list[int]]:
+        """Pick the shape first, then validate it: one clear message instead of one per union member."""
+        if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+            adapter: TypeAdapter[Any] = _TOKENS
+        elif isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            adapter = _TOKEN_BATCH
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            adapter = _TEXTS
+        elif isinstance(value, str):
+            adapter = _TEXT
+        else:
+            raise PydanticCustomError("prompt", _PROMPT_SHAPE)
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            where = "".join(f"[{p}]" for p in err["loc"])
+            detail = f"item {where}: {err['msg']}" if where else err["msg"]
+            raise PydanticCustomError("prompt", "{detail}", {"detail": detail}) from None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _supported(self) -> CompletionBody:
+        if self.suffix:
+            raise _field_error("suffix", "not supported")
+        if self.logit_bias:
+            raise _field_error("logit_bias", "not supported")
+        if self.best_of is not None and self.best_of != (self.n or 1):
+            raise _field_error("best_of", "only best_of == n is supported")
+        return self
+
+    def prompts(self) -> list[str | list[int]]:
+        """The batch of prompts, each text or token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if p and isinstance(p[0], int):
+            return [list(p)]  # type: ignore[arg-type]
+        return list(p)  # type: ignore[arg-type]
+
+    def options(self) -> SamplingOptions:
+        """The shared parameters, with nulls meaning "the default" as in OpenAI's API."""
+        stop = list(self.stop or [])
+        given = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "n": self.n,
+            "seed": self.seed,
+            "logprobs": self.logprobs,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "stop_token_ids": self.stop_token_ids,
+            "ignore_eos": self.ignore_eos,
+            "min_tokens": self.min_tokens,
+        }
+        values = {k: v for k, v in given.items() if v is not None}
+        # echo + logprobs returns the prompt's token logprobs (how clients score text).
+        values["prompt_logprobs"] = bool(self.echo and self.logprobs is not None)
+        return SamplingOptions(stop=stop, **values)
+
+
+_PROMPT_SHAPE = "must be a string, a non-empty list of strings, or token ids (a list of ints, or of lists)"
+_TEXT: TypeAdapter[str] = TypeAdapter(Text)
+_TEXTS: TypeAdapter[list[str]] = TypeAdapter(list[Text])
+_TOKENS: TypeAdapter[list[int]] = TypeAdapter(PromptTokens)
+_TOKEN_BATCH: TypeAdapter[list[list[int]]] = TypeAdapter(list[PromptTokens])
+
+
+class SentimentBody(_Strict):
+    """POST /v1/sentiment."""
+
+    model: ModelName | None = None
+    texts: list[Text] = Field(min_length=1)
+    request_id: Annotated[str, Field(max_length=128)] | None = None
+
+
+Task = Literal["generate", "classify"]

@@ -1,0 +1,126 @@
+"""Run REST (uvicorn) and gRPC (grpc.aio) in one event loop, load the models, and drain on SIGTERM.
+
+Shutdown order: readiness and health go NOT_SERVING at once and new work is refused (503 /
+UNAVAILABLE); in-flight requests finish, up to SEQSERVE_DRAIN_TIMEOUT_S, after which the engines
+cancel what is left; then both servers stop and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterator
+
+import uvicorn
+
+from service import metrics
+from service.api.core import InferenceCore
+from service.api.grpc_server import HealthReporter, build_server
+from service.api.rest import create_app
+from service.registry import ModelRegistry
+from service.settings import Settings
+
+log = logging.getLogger("seqserve")
+
+# After the drain, what is left are idle keep-alive connections and streams already cancelled.
+_SERVER_GRACE_S = 2.0
+
+
+class _Uvicorn(uvicorn.Server):
+    """Signals are handled by `serve` below: uvicorn's own handler would re-raise SIGTERM after its
+    shutdown, and the process would die by the signal instead of exiting 0 after the drain."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT; returns the process exit code."""
+    registry = ModelRegistry(settings)
+    registry.discover()
+    core = InferenceCore(registry, settings)
+    config = uvicorn.Config(
+        create_app(core, settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=int(_SERVER_GRACE_S),
+    )
+    http = _Uvicorn(config)
+    try:
+        grpc_server, health, grpc_port = await build_server(core, settings)
+    except RuntimeError as exc:  # grpc raises this when the address cannot be bound
+        log.error("gRPC server could not start on %s:%d: %s", settings.grpc_host, settings.grpc_port, exc)
+        return 1
+    await grpc_server.start()
+    http_task = asyncio.create_task(_run_http(http), name="uvicorn")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "seqserve starting: REST on http://%s:%d, gRPC on %s:%d; loading models from %s",
+        settings.http_host,
+        settings.http_port,
+        settings.grpc_host,
+        grpc_port,
+        settings.models_dir,
+    )
+    loader = asyncio.create_task(registry.load_all(), name="model-loader")
+    stop_task = asyncio.create_task(stop.wait())
+    await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
+    if http_task.done():
+        log.error("the REST server stopped unexpectedly")
+        stop_task.cancel()
+        await grpc_server.stop(0)
+        await registry.stop(0)
+        return 1
+
+    await _drain(settings, core, registry, loader, health)
+    http.should_exit = True
+    await http_task
+    await grpc_server.stop(_SERVER_GRACE_S)
+    log.info("seqserve stopped")
+    return 0
+
+
+async def _run_http(http: uvicorn.Server) -> None:
+    """uvicorn exits the process (SystemExit) when it cannot bind; we want a clean shutdown instead."""
+    try:
+        await http.serve()
+    except SystemExit as exc:
+        log.error(
+            "REST server could not start on %s:%d (exit %s)", http.config.host, http.config.port, exc.code
+        )
+
+
+async def _drain(
+    settings: Settings,
+    core: InferenceCore,
+    registry: ModelRegistry,
+    loader: asyncio.Task[None],
+    health: HealthReporter,
+) -> None:
+    """Refuse new work, let in-flight requests finish within the drain timeout, then stop the engines."""
+    started = time.monotonic()
+    core.start_draining()
+    metrics.SERVER_DRAINING.set(1)
+    await health.refresh()  # gRPC health goes NOT_SERVING now, like /readyz
+    log.info("draining: %d requests in flight, up to %.1fs", core.in_flight, settings.drain_timeout_s)
+    if not loader.done():
+        loader.cancel()  # a model still loading will not be served by this process any more
+    finished = await core.wait_idle(settings.drain_timeout_s)
+    late = core.in_flight
+    left = max(0.0, settings.drain_timeout_s - (time.monotonic() - started))
+    await registry.stop(left)
+    if not finished:
+        log.warning("the drain timeout passed with %d requests in flight: they were cancelled", late)
+        await core.wait_idle(_SERVER_GRACE_S)
+    log.info("drained in %.2fs", time.monotonic() - started)

@@ -1,0 +1,109 @@
+"""`python -m service` as a real subprocess on free 127.0.0.1 ports, for the API tests.
+
+Start-up is awaited by polling /readyz against a deadline (there is no event a client could await);
+every HTTP call made here has a timeout, and `stop()` always reaps the process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Generous: on a shared CPU, interpreter start-up alone can take many seconds.
+STARTUP_TIMEOUT_S = float(os.environ.get("SEQSERVE_TEST_STARTUP_S", "240"))
+STOP_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """One service process; `env` holds SEQSERVE_* overrides (models dir, limits, key...)."""
+
+    def __init__(self, models_dir: Path, log_path: Path, **env: str | int | float) -> None:
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.log_path = log_path
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}  # hermetic
+        self.env = {
+            **inherited,
+            "SEQSERVE_MODELS_DIR": str(models_dir),
+            "SEQSERVE_HTTP_HOST": "127.0.0.1",
+            "SEQSERVE_HTTP_PORT": str(self.http_port),
+            "SEQSERVE_GRPC_HOST": "127.0.0.1",
+            "SEQSERVE_GRPC_PORT": str(self.grpc_port),
+            "SEQSERVE_INTRA_OP_THREADS": "1",
+            "SEQSERVE_DRAIN_TIMEOUT_S": "10",
+            **{f"SEQSERVE_{k.upper()}": str(v) for k, v in env.items()},
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> ServerProcess:
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """Poll /readyz until 200; fail fast with the log if the process dies."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    if client.get(f"{self.url}/readyz").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"server not ready within {timeout}s:\n{self.log()}")
+
+    def terminate(self) -> None:
+        """SIGTERM: the graceful drain."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int | None:
+        """Terminate, and kill if the drain does not end in time; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.terminate()
+        try:
+            return self.wait_exit()
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
