@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from service.api.errors import ApiError, ErrorKind
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.grpc_wire import Malformed, safe_deserializer
 from service.api.middleware import key_matches
+from service.api.schemas import REQUEST_ID_PATTERN
 from service.registry import ModelEntry, ModelState
 from service.settings import Settings
 
@@ -48,8 +50,12 @@ class InferenceServicer:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key")
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-        rid = getattr(request, "request_id", "") or metadata.get("x-request-id")
-        return rid or None
+        rid = getattr(request, "request_id", "")
+        if not re.fullmatch(REQUEST_ID_PATTERN, rid):  # echoed as metadata: must be a legal header value
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "request_id: must be at most 128 visible ASCII characters"
+            )
+        return rid or metadata.get("x-request-id") or None
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext

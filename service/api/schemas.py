@@ -28,6 +28,10 @@ DEFAULT_TEMPERATURE = 1.0  # as OpenAI's: sample by default, temperature 0 is gr
 MAX_STOP_STRINGS = 16
 MAX_LOGPROBS = 20
 MAX_N = 64
+# A client's request id is echoed as the `x-request-id` header (REST) and initial metadata (gRPC), so it
+# must be a legal header value: visible ASCII, no spaces. Anything else failed the response with a 500.
+REQUEST_ID_PATTERN = r"^[!-~]{0,128}$"
+RequestId = Annotated[str, Field(max_length=128, pattern=REQUEST_ID_PATTERN)]
 MIN_TEMPERATURE = 1e-5
 
 
@@ -124,7 +128,7 @@ class GenerateBody(_Strict):
     prompt_token_ids: list[TokenId] | None = None
     params: SamplingOptions = Field(default_factory=SamplingOptions)
     stream: bool = False
-    request_id: Annotated[str, Field(max_length=128)] | None = None
+    request_id: RequestId | None = None
 
 
 class StreamOptions(_Strict):
@@ -246,7 +250,7 @@ class SentimentBody(_Strict):
 
     model: ModelName | None = None
     texts: list[Text] = Field(min_length=1)
-    request_id: Annotated[str, Field(max_length=128)] | None = None
+    request_id: RequestId | None = None
 
 
 Task = Literal["generate", "classify"]

@@ -17,6 +17,8 @@ Public interface (everything the REST/gRPC adapters need)::
         ...                                             # event.index tells the sample (n > 1)
     handle.cancel()                                     # e.g. client disconnected: slot freed next step
     result = await handle.result()                      # unary: texts, token ids, logprobs, usage
+    # For unary endpoints submit GenerationRequest(..., stream=False): events arrive in one hand-over
+    # at the end (and, without stop strings, the text comes whole in the FinishEvent).
     engine.stats()                                      # running, waiting, slots used/total, provider
     await engine.stop(drain_timeout=25)                 # drain, then cancel leftovers
 
@@ -28,6 +30,10 @@ Errors: `submit` raises QueueFullError (-> 429), EngineStoppedError (-> 503), Va
 PromptTooLongError (-> 400; SamplingParams validates at construction and names the field).
 Finish reasons: "stop" (eos, stop token id, or stop string), "length" (max_new_tokens or the end of
 the context), "cancelled", "error" (a model failure; `FinishEvent.error` says what).
+Logprobs are the log-softmax of the processed distribution the token was drawn from (after
+penalties, temperature, top-k/top-p/min-p; temperature 1 for greedy rows); prompt logprobs are from
+the raw prefill logits. Metrics: the engine updates every `seqserve_*` metric in service.metrics
+except `seqserve_requests_total`, whose route and status only the API knows.
 """
 
 from service.engine.batcher import BatchRecord, Classification, ClassifierBatcher

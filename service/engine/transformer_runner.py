@@ -47,6 +47,7 @@ class TransformerRunner:
         self._logits_dtype = session.output_dtype("logits")
         self._logits = np.zeros((max_slots, 1, vocab_size), dtype=self._logits_dtype)
         self._ids = np.zeros((max_slots, 1), dtype=np.int64)  # decode inputs, reused every step
+        self._mask = np.zeros(max_slots * spec.max_len, dtype=np.int64)
         self._positions = np.arange(spec.max_len, dtype=np.int64)[None, :]
         self._decode_binding = session.io_binding()
         self._decode_rows = 0  # rows the decode binding's KV and logits currently cover
@@ -97,18 +98,22 @@ class TransformerRunner:
         ids = self._ids[:high]
         ids.fill(self.pad_id)
         ids[rows, 0] = tokens
-        mask = (self._positions[:width] < counts[:, None]).astype(np.int64)
+        mask = self._mask[: high * width].reshape(high, width)  # contiguous [high, width] in the buffer
+        np.less(self._positions[:, :width], counts[:, None], out=mask, casting="unsafe")
         binding = self._decode_binding
         if high != self._decode_rows:
+            # Everything but the mask lives in buffers that persist: bound by pointer once per height.
             self._bind_cache(binding, 0, high)
             binding.bind_output(
                 "logits", "cpu", 0, self._logits_dtype, [high, 1, self.vocab_size], self._logits.ctypes.data
             )
+            binding.bind_input("input_ids", "cpu", 0, np.int64, [high, 1], self._ids.ctypes.data)
+            if self._has_position_ids:  # each row's next position is its cached length
+                binding.bind_input(
+                    "position_ids", "cpu", 0, np.int64, [high, 1], self.cache.lengths.ctypes.data
+                )
             self._decode_rows = high
-        binding.bind_cpu_input("input_ids", ids)
-        binding.bind_cpu_input("attention_mask", mask)
-        if self._has_position_ids:
-            binding.bind_cpu_input("position_ids", lengths[:, None])  # each row's next position
+        binding.bind_input("attention_mask", "cpu", 0, np.int64, [high, width], self._mask.ctypes.data)
         self.session.run_binding(binding)
         self.cache.lengths[rows] += 1
         return self._logits[rows, 0].copy()

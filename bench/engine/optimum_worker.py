@@ -1,0 +1,54 @@
+"""Runs inside bench/.venv-optimum (transformers 4.57): Optimum's ORTModelForCausalLM.generate tokens/s.
+
+Usage: python optimum_worker.py HF_DIR ONNX_DIR PROMPTS_JSON NEW_TOKENS THREADS REPEATS
+Prints one JSON line {batch: tokens_per_s}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    hf_dir, onnx_dir, prompts_file, new_tokens, threads, repeats = sys.argv[1:7]
+    import onnxruntime as ort
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    torch.set_num_threads(max(1, int(threads)))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    onnx_path = Path(onnx_dir)
+    if (onnx_path / "model.onnx").exists():
+        model = ORTModelForCausalLM.from_pretrained(onnx_path, use_cache=True, session_options=options)
+    else:
+        model = ORTModelForCausalLM.from_pretrained(
+            hf_dir, export=True, use_cache=True, session_options=options
+        )
+        model.save_pretrained(onnx_path)
+    new = int(new_tokens)
+    results = {}
+    for batch, prompts in json.loads(Path(prompts_file).read_text()).items():
+        ids = torch.tensor(prompts)
+        best = float("inf")
+        for _ in range(int(repeats)):
+            start = time.perf_counter()
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new,
+                min_new_tokens=new,
+                do_sample=False,
+                pad_token_id=0,
+            )
+            best = min(best, time.perf_counter() - start)
+            assert out.shape[1] == ids.shape[1] + new
+        results[batch] = int(batch) * new / best
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
