@@ -74,6 +74,7 @@ class TaskConfig:
     patience: int = 5  # classifiers: evals without a better dev accuracy before stopping
     max_tokens: int = 256  # classifiers: longest input kept (an appended EOS included)
     truncation: str = "head"  # classifiers: keep the "head", the "tail" or "head_tail" of a long text
+    length_buckets: int = 0  # classifiers: 0 = plain shuffled batches; k = batch pools of k by length
 
 
 @dataclass(frozen=True)

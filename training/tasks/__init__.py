@@ -97,4 +97,5 @@ def make_task(recipe: Recipe, tokenizer: Tokenizer, model_config: dict[str, Any]
         seed=optim.seed,
         aux_lm_weight=task.aux_lm_weight if kind == "transformer_classifier" else None,
         eval_batch_size=task.eval_batch_size,
+        length_buckets=task.length_buckets,
     )

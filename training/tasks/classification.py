@@ -38,6 +38,25 @@ def auxiliary_lm_loss(
     return F.cross_entropy(lm_logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
+def bucket_by_length(
+    order: list[int], lengths: Sequence[int], batch_size: int, pool_batches: int, generator: torch.Generator
+) -> list[int]:
+    """Sort each pool of `pool_batches` shuffled batches by length, then shuffle the batches.
+
+    Batches of similar lengths waste little compute on padding (half of it with SST-2's random
+    batches), while pools keep the epoch's order random. Every example still appears once.
+    """
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda index: lengths[index])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    full = [batch for batch in batches if len(batch) == batch_size]
+    rest = [index for batch in batches if len(batch) < batch_size for index in batch]
+    shuffled = torch.randperm(len(full), generator=generator).tolist()
+    return [index for b in shuffled for index in full[b]] + rest
+
+
 class ClassificationTask:
     """Epochs of shuffled training examples; each epoch's order is derived from (seed, epoch)."""
 
@@ -56,6 +75,7 @@ class ClassificationTask:
         seed: int,
         aux_lm_weight: float | None = None,
         eval_batch_size: int = 32,
+        length_buckets: int = 0,
     ) -> None:
         if not train_ids or not dev_ids:
             raise ValueError("a classification task needs training and dev examples")
@@ -66,6 +86,7 @@ class ClassificationTask:
         self.pad_id = pad_id
         self.seed = seed
         self.aux_lm_weight = aux_lm_weight
+        self.length_buckets = length_buckets
         self.dev_size = len(dev_ids)
         self.epoch, self.cursor = 0, 0
         self.order = self._epoch_order()
@@ -80,7 +101,11 @@ class ClassificationTask:
 
     def _epoch_order(self) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(len(self.train_ids), generator=generator).tolist()
+        order = torch.randperm(len(self.train_ids), generator=generator).tolist()
+        if self.length_buckets <= 0:
+            return order
+        lengths = [len(ids) for ids in self.train_ids]
+        return bucket_by_length(order, lengths, self.batch_size, self.length_buckets, generator)
 
     def next_batch(self) -> Batch:
         """The next full batch of the epoch; a remainder too small for a batch rolls to the next epoch."""
