@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint train serve clean image-smoke bench
+.PHONY: venv test lint train serve clean image-smoke bench soak perf
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,3 +60,15 @@ image-smoke: $(STAMP)
 # Full run: $(PY) -m bench.engine (see --help for --model-dir and --rnn-dir).
 bench: $(STAMP)
 	$(PY) -m bench.engine --quick
+	$(PY) -m bench.perf
+
+# Issue #7 performance report alone: service (REST SSE, gRPC) vs in-process engine at 1/8/32/64 streams
+# and sentiment at 64 callers vs sequential; writes bench/results/perf.{json,md} and perf_*.png.
+perf: $(STAMP)
+	$(PY) -m bench.perf
+
+# Reliability soak (issue #7, docs/reliability.md): R1-R6 at full counts on exported_models/, each
+# against a real server on 127.0.0.1; figures go to bench/results/reliability/*.json.
+# `make test` runs the same scenarios small (tests/system).
+soak: $(STAMP)
+	SEQSERVE_SOAK=1 $(PY) -m pytest -q -p no:cacheprovider --timeout 1800 tests/system

@@ -1,0 +1,1 @@
+"""Reliability load generator and process probes shared by tests/system and bench/perf."""
