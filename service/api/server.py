@@ -27,6 +27,7 @@ log = logging.getLogger("seqserve")
 
 # After the drain, what is left are idle keep-alive connections and streams already cancelled.
 _SERVER_GRACE_S = 2.0
+_KEEP_ALIVE_S = 75
 
 
 class _Uvicorn(uvicorn.Server):
@@ -51,6 +52,9 @@ async def serve(settings: Settings) -> int:
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=int(_SERVER_GRACE_S),
+        # Longer than the usual proxy/load-balancer idle timeout (60 s): with uvicorn's 5 s default a
+        # client reusing a connection that idled ~5 s races the server's close and gets a reset.
+        timeout_keep_alive=_KEEP_ALIVE_S,
     )
     http = _Uvicorn(config)
     try:
