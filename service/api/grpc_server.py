@@ -23,6 +23,7 @@ from service.api import native
 from service.api.core import InferenceCore
 from service.api.errors import ApiError, ErrorKind
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
+from service.api.generation import Generation, RequestRecord
 from service.api.grpc_wire import Malformed, safe_deserializer
 from service.api.middleware import key_matches
 from service.api.schemas import REQUEST_ID_PATTERN
@@ -57,23 +58,26 @@ class InferenceServicer:
             )
         return rid or metadata.get("x-request-id") or None
 
+    def _submit(self, record: RequestRecord, request: pb.GenerateRequest, stream: bool) -> Generation:
+        """The one path from a GenerateRequest to the core, shared by the unary and streaming calls."""
+        prompt, field = convert.prompt(request)
+        return self.core.submit(
+            record,
+            request.model or None,
+            [prompt],
+            convert.options(request.params),
+            stream=stream,
+            param_prefix="params.",
+            prompt_field=field,
+        )
+
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
         rid = await self._admit(request, context)
         try:
             async with self.core.track("grpc.Generate", rid) as record:
-                prompt, field = convert.prompt(request)
-                opts = convert.options(request.params)
-                gen = self.core.submit(
-                    record,
-                    request.model or None,
-                    [prompt],
-                    opts,
-                    stream=False,
-                    param_prefix="params.",
-                    prompt_field=field,
-                )
+                gen = self._submit(record, request, stream=False)
                 try:
                     results = await gen.results()
                 finally:
@@ -92,17 +96,7 @@ class InferenceServicer:
         rid = await self._admit(request, context)
         try:
             async with self.core.track("grpc.GenerateStream", rid) as record:
-                prompt, field = convert.prompt(request)
-                opts = convert.options(request.params)
-                gen = self.core.submit(
-                    record,
-                    request.model or None,
-                    [prompt],
-                    opts,
-                    stream=True,
-                    param_prefix="params.",
-                    prompt_field=field,
-                )
+                gen = self._submit(record, request, stream=True)
                 try:
                     await context.send_initial_metadata((("x-request-id", record.request_id),))
                     first = True
