@@ -21,7 +21,8 @@ CLF_MODEL = "tiny-transformer_classifier"
 RNN_CLF_MODEL = "tiny-rnn_classifier"
 BROKEN_MODEL = "tiny-broken"
 # Long enough that only a cancel ends it: tests that use it must close their streams.
-ENDLESS = {"max_tokens": 100_000, "ignore_eos": True, "temperature": 0}
+# Far more tokens than any test waits for: a tiny RNN on a quiet CPU makes ~20k tokens a second.
+ENDLESS = {"max_tokens": 10_000_000, "ignore_eos": True, "temperature": 0}
 
 
 def copy_model(src: Path, dst: Path, name: str) -> Path:
@@ -65,7 +66,7 @@ def server(api_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         log,
         max_slots=4,
         max_queue=32,
-        max_new_tokens=100_000,
+        max_new_tokens=ENDLESS["max_tokens"],
         default_classify_model=CLF_MODEL,
     )
     yield proc

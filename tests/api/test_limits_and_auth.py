@@ -43,7 +43,7 @@ def limited(api_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         max_queue=0,
         max_body_bytes=2048,
         max_prompt_tokens=16,
-        max_new_tokens=100_000,
+        max_new_tokens=ENDLESS["max_tokens"],
         retry_after_s=3,
         log_format="json",
     )

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.api.conftest import BROKEN_MODEL, CLF_MODEL, GEN_MODEL
+from tests.api.conftest import BROKEN_MODEL, CLF_MODEL, ENDLESS, GEN_MODEL
 
 
 def post_json(http: httpx.Client, path: str, body: dict) -> httpx.Response:
@@ -15,8 +15,8 @@ def post_json(http: httpx.Client, path: str, body: dict) -> httpx.Response:
     return http.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
 
 
-# (body, status, param) for POST /v1/completions on the shared server (4 slots, max_tokens <= 100000,
-# tiny models with a 128-token context).
+# (body, status, param) for POST /v1/completions on the shared server (4 slots, max_tokens up to
+# ENDLESS["max_tokens"], tiny models with a 128-token context).
 COMPLETION_CASES = [
     ({"prompt": "x", "temperature": -1}, 400, "temperature"),
     ({"prompt": "x", "temperature": "hot"}, 400, "temperature"),
@@ -31,7 +31,11 @@ COMPLETION_CASES = [
     ({"prompt": "x", "logprobs": 21}, 400, "logprobs"),
     ({"prompt": "x", "seed": -1}, 400, "seed"),
     ({"prompt": "x", "max_tokens": -1}, 400, "max_tokens"),
-    ({"prompt": "x", "max_tokens": 100_001}, 400, "max_tokens"),  # over SEQSERVE_MAX_NEW_TOKENS
+    (
+        {"prompt": "x", "max_tokens": ENDLESS["max_tokens"] + 1},
+        400,
+        "max_tokens",
+    ),  # over SEQSERVE_MAX_NEW_TOKENS
     ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens"),  # 0 only scores, with echo
     ({"prompt": "x", "stop": [""]}, 400, "stop.0"),
     ({"prompt": "x", "stop": ["a"] * 17}, 400, "stop"),

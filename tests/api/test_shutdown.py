@@ -22,7 +22,7 @@ def lstm_server(api_models_dir: Path, tmp_path: Path, **env: str | int | float) 
     root = tmp_path / "models"
     copy_model(api_models_dir / RNN_MODEL, root / RNN_MODEL, RNN_MODEL)
     return start_server(
-        root, tmp_path / "server.log", max_slots=2, max_queue=16, max_new_tokens=100_000, **env
+        root, tmp_path / "server.log", max_slots=2, max_queue=16, max_new_tokens=ENDLESS["max_tokens"], **env
     )
 
 
