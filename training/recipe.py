@@ -89,6 +89,7 @@ class Recipe:
     task: TaskConfig = field(default_factory=TaskConfig)
     export_name: str = ""
     export: bool = True  # false: a run other recipes start from (e.g. LM pre-training), not a served model
+    export_weights: str = "float32"  # "float16": rounded, stored in half the bytes (half_storage.py)
 
     @property
     def kind(self) -> str:
@@ -104,6 +105,7 @@ class Recipe:
             "name": self.name,
             "export_name": self.export_name,
             "export": self.export,
+            "export_weights": self.export_weights,
             "data": dataclasses.asdict(self.data),
             "tokenizer": dataclasses.asdict(self.tokenizer),
             "model": dict(self.model),
@@ -111,6 +113,8 @@ class Recipe:
             "task": dataclasses.asdict(self.task),
         }
 
+
+WEIGHT_DTYPES = ("float32", "float16")
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
@@ -128,9 +132,15 @@ def _section(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
+def _weights_dtype(value: Any, source: str) -> str:
+    if value not in WEIGHT_DTYPES:
+        raise ValueError(f"{source}: export_weights must be one of {list(WEIGHT_DTYPES)}, not {value!r}")
+    return str(value)
+
+
 def recipe_from_dict(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
     """Validate and type a parsed recipe."""
-    extra = sorted(set(raw) - {"name", "export_name", "export", "model", *SECTIONS})
+    extra = sorted(set(raw) - {"name", "export_name", "export", "export_weights", "model", *SECTIONS})
     if extra:
         raise ValueError(f"{source}: unknown top-level keys {extra}")
     if "name" not in raw or "model" not in raw or "kind" not in raw["model"]:
@@ -141,6 +151,7 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
         model=dict(raw["model"]),
         export_name=raw.get("export_name") or raw["name"],
         export=bool(raw.get("export", True)),
+        export_weights=_weights_dtype(raw.get("export_weights", "float32"), source),
         **sections,
     )
 
@@ -171,6 +182,7 @@ def recipe_to_toml(recipe: Recipe) -> str:
         f"name = {_toml_value(data.pop('name'))}",
         f"export_name = {_toml_value(data.pop('export_name'))}",
         f"export = {_toml_value(data.pop('export'))}",
+        f"export_weights = {_toml_value(data.pop('export_weights'))}",
     ]
     for section, values in data.items():
         lines += ["", f"[{section}]"]

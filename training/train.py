@@ -276,10 +276,12 @@ def finish_run(
     return metrics
 
 
-def evaluate_run(run_dir: Path) -> dict[str, float]:
-    """Recompute the full validation metric of a finished run from its own files."""
+def evaluate_run(run_dir: Path, model: nn.Module | None = None) -> dict[str, float]:
+    """Recompute the full validation metric of a finished run from its own files; `model` replaces
+    the run's weights (the export scores the float16-rounded weights it ships this way)."""
     recipe = load_recipe(run_dir / CONFIG_FILE)
     configure_threads(recipe.optim.threads)
-    model, model_config = load_run_model(run_dir)
+    loaded, model_config = load_run_model(run_dir)
+    model = model if model is not None else loaded
     task = make_task(recipe, load_tokenizer(run_dir / TOKENIZER_FILE), model_config)
     return {"metric": task.metric, **task.evaluate(model, full=True)}

@@ -169,6 +169,9 @@ def test_pretrained_classifier_learns_a_separable_set_and_exports_with_labels_an
     assert manifest["metrics"]["dev_accuracy"] == 1.0
     assert manifest["tokenizer"]["append_eos"] == (classifier["kind"] == "transformer_classifier")
     assert manifest["metrics"]["parity_max_abs_diff"] <= TOLERANCE
+    record = manifest["training"]
+    assert record["pretraining"]["seconds"] == json.loads((lm_run / "metrics.json").read_text())["seconds"]
+    assert record["total_seconds"] == pytest.approx(record["seconds"] + record["pretraining"]["seconds"])
 
 
 def test_lm_corpus_appends_extra_texts_to_training_only_with_labels_dropped(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from training.export import manifest as mf
 from training.export import parity
+from training.export.half_storage import round_weights_to_float16, store_weights_as_float16
 from training.export.onnx_classifier import build_rnn_classifier, build_transformer_classifier
 from training.export.onnx_decoder import build_decoder, default_max_cache_len
 from training.export.onnx_recurrent import build_recurrent_lm
@@ -124,14 +125,21 @@ def export_model(
     append_eos: bool | None = None,
     max_cache_len: int | None = None,
     parity_seed: int = 0,
+    weights: str = "float32",
 ) -> Path:
     """Build, verify and publish `out_dir/{model.onnx,tokenizer.json,manifest.json}`; returns out_dir.
 
     `training_record` is `manifest.training_section(...)`'s dict; `append_eos` defaults to True for a
     Transformer classifier (its classification token). Raises `parity.ParityError` above tolerance.
+    `weights="float16"` rounds the model's weights in place and stores them in half the bytes.
     """
     model = model.eval()
+    if weights == "float16":
+        round_weights_to_float16(model)
     spec = describe(model, max_cache_len)
+    if weights == "float16":
+        stored = store_weights_as_float16(spec.graph)
+        log.info("%s: %d initializers stored as float16", name, stored)
     if spec.task == "classify" and not labels:
         raise ValueError("a classifier export needs its label names")
     vocab = Tokenizer.from_file(str(tokenizer_path)).get_vocab_size()
@@ -154,7 +162,7 @@ def export_model(
             architecture=architecture or spec.architecture,
             parameters=sum(p.numel() for p in model.parameters()),
             context_length=spec.context_length,
-            onnx_info=mf.onnx_section(graph, MODEL_FILE, spec.kv_cache, spec.state),
+            onnx_info={**mf.onnx_section(graph, MODEL_FILE, spec.kv_cache, spec.state), "weights": weights},
             tokenizer_info=mf.tokenizer_section(staging / TOKENIZER_FILE, TOKENIZER_FILE, append_eos),
             labels=list(labels) if labels else None,
             metrics={**(metrics or {}), "parity_max_abs_diff": max(diffs.values())},

@@ -14,6 +14,7 @@ from typing import Any
 from training.build import load_run_model
 from training.data import REPO_ROOT
 from training.export.artifact import export_model
+from training.export.half_storage import round_weights_to_float16
 from training.export.manifest import training_section
 from training.recipe import load_recipe
 
@@ -49,27 +50,62 @@ def recipe_source(run_dir: Path, name: str) -> str:
     return repo_relative(run_dir / "config.toml")
 
 
+def pretraining_record(model_config: dict[str, Any]) -> dict[str, Any] | None:
+    """The run a fine-tune started from (`init_from`): its recipe, steps and seconds, so the manifest
+    carries the whole training cost and not only the fine-tune's."""
+    init_from = model_config.get("init_from")
+    if not init_from:
+        return None
+    base = Path(init_from)
+    base = base if base.is_absolute() else REPO_ROOT / base
+    metrics_path = base / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    return {
+        "config": recipe_source(base, load_recipe(base / "config.toml").name),
+        "steps": metrics.get("steps"),
+        "seconds": metrics.get("seconds"),
+    }
+
+
 def export_run(run_dir: Path, out_dir: Path) -> Path:
-    """Read a run folder, export its best weights with parity checks, and write `out_dir`."""
+    """Read a run folder, export its best weights with parity checks, and write `out_dir`.
+
+    With `export_weights = "float16"` the weights are rounded first and the validation metric is
+    computed again on the rounded weights, so the manifest scores exactly what is shipped.
+    """
+    from training.train import evaluate_run
+
     run_dir = Path(run_dir)
     recipe = load_recipe(run_dir / "config.toml")
     model, model_config = load_run_model(run_dir)
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    quality = quality_metrics(metrics)
+    if recipe.export_weights == "float16":
+        round_weights_to_float16(model)
+        rounded = quality_metrics(evaluate_run(run_dir, model))
+        trained = {f"float32_{key}": quality[key] for key in rounded if key in quality}
+        quality = {**quality, **rounded, **trained}
     record = training_section(
         recipe_source(run_dir, recipe.name),
         [repo_relative(path) for path in metrics.get("data", [])],
         metrics.get("steps"),
         metrics.get("seconds"),
     )
+    pretraining = pretraining_record(model_config)
+    if pretraining is not None:
+        record["pretraining"] = pretraining
+        if record["seconds"] is not None and pretraining["seconds"] is not None:
+            record["total_seconds"] = round(record["seconds"] + pretraining["seconds"], 2)
     return export_model(
         model,
         run_dir / "tokenizer.json",
         Path(out_dir),
         recipe.export_name or recipe.name,
-        quality_metrics(metrics),
+        quality,
         record,
         architecture=model_config.get("preset") or None,
         labels=model_config.get("labels"),
         append_eos=model_config.get("append_eos"),
+        weights=recipe.export_weights,
     )

@@ -1,0 +1,34 @@
+"""The models committed in exported_models/: inside the size budget, whole, and carrying their scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.engine.manifest import read_manifest
+
+EXPORTED = Path(__file__).resolve().parents[2] / "exported_models"
+BUDGET_BYTES = 60 * 1024 * 1024  # every commit of exported_models/ stays in history
+DEFAULTS = ("shakespeare-gpt", "shakespeare-lstm", "sst2-gpt", "sst2-lstm")
+
+
+def test_every_default_model_is_committed_within_the_size_budget() -> None:
+    assert sorted(p.name for p in EXPORTED.iterdir() if p.is_dir()) == sorted(DEFAULTS)
+    total = sum(f.stat().st_size for f in EXPORTED.rglob("*") if f.is_file())
+    assert total <= BUDGET_BYTES, f"exported_models/ holds {total / 2**20:.1f} MiB"
+    assert not list(EXPORTED.rglob("*.onnx.data")), "weights must be written once, inside model.onnx"
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_each_manifest_verifies_and_records_its_training(name: str) -> None:
+    manifest = read_manifest(EXPORTED / name, verify=True)  # sha256 of every file
+    raw = json.loads((EXPORTED / name / "manifest.json").read_text())
+    assert raw["training"]["config"] == f"training/configs/{name}.toml"
+    if manifest.task == "classify":
+        assert raw["labels"] == ["negative", "positive"]
+        assert raw["metrics"]["dev_accuracy"] >= 0.80
+        pretraining = raw["training"]["pretraining"]
+        assert pretraining["config"] == f"training/configs/sst2-pretrain-{name[5:]}.toml"
+        assert raw["training"]["total_seconds"] <= 20 * 60
