@@ -75,15 +75,14 @@ class Scheduler:
         with self._cond:
             if not self._accepting or self._thread is None:
                 raise EngineStoppedError(f"model {self.model_name!r} is not accepting requests")
-            if len(self._waiting) >= self.max_queue and not self._fits_now(job):
+            # Waiting jobs that free slots will take at the next iteration do not really wait: the
+            # bound is on the rest. Slots are reserved at admission, under this lock, so `free` is
+            # exact here and a burst is split exactly into slots + queue admitted, the rest refused.
+            if len(self._waiting) >= self.max_queue + self.slots.free:
                 raise QueueFullError(f"model {self.model_name!r}: waiting queue is full ({self.max_queue})")
             self._waiting.append(job)
             self._attention = True
             self._cond.notify()
-
-    def _fits_now(self, job: Job) -> bool:
-        # A request that gets a slot at the next iteration does not really wait.
-        return not self._waiting and job.params.n <= self.slots.free
 
     def wake(self) -> None:
         """Something changed (a cancel): the next iteration takes the full path."""
@@ -159,6 +158,7 @@ class Scheduler:
             if job.params.n > free:
                 break
             free -= job.params.n
+            job.slots = [self.slots.allocate() for _ in range(job.params.n)]
             admitted.append(self._waiting.popleft())
         self._running.extend(admitted)
         return admitted
@@ -173,8 +173,7 @@ class Scheduler:
         job.admitted_at = time.perf_counter()
         self._metrics.queue_time.observe(job.admitted_at - job.handle.submitted_at)
         rngs = request_rngs(job.params.seed, job.params.n)
-        for index, rng in enumerate(rngs):
-            slot = self.slots.allocate()
+        for index, (rng, slot) in enumerate(zip(rngs, job.slots, strict=True)):
             self.runner.reset(slot)
             cache = self._decode_cache[job.params.skip_special_tokens]
             seq = Sequence(job, index, slot, self.tokenizer, self.runner.vocab_size, rng, cache)

@@ -23,6 +23,7 @@ class Job:
     prompt: np.ndarray
     stop_ids: frozenset[int]
     sequences: list[Sequence] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)  # reserved at admission, one per sample
     admitted_at: float | None = None
     first_token_at: float | None = None
     prompt_logprobs: list[float | None] | None = None

@@ -5,6 +5,8 @@ Every comparison is exact: a request's tokens must not depend on what else share
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -213,6 +215,31 @@ def test_full_queue_rejects_fast(tiny_model):
 
     try:
         assert run(go()) == "length"
+    finally:
+        run(engine.stop(5))
+
+
+def test_a_burst_is_split_exactly_into_slots_plus_queue_whenever_the_scheduler_admits(tiny_model):
+    # Submitted back to back on the event loop: the scheduler thread admits some of them in between
+    # or not, and either way exactly max_slots + max_queue are taken (slots are reserved under the
+    # queue's lock at admission, and requests that free slots will take do not count as waiting).
+    slots, queue = 3, 4
+    engine = make_engine(tiny_model("llama"), max_slots=slots, max_queue=queue, warmup=False)
+
+    async def go():
+        accepted, refused = [], 0
+        for i in range(4 * (slots + queue)):
+            try:
+                accepted.append(engine.submit(req(prompt(20 + i, 4), max_new_tokens=30, ignore_eos=True)))
+            except QueueFullError:
+                refused += 1
+            if i % 3 == 0:
+                await asyncio.sleep(0)  # let the scheduler thread take its turn at random points
+        results = [await handle.result() for handle in accepted]
+        return len(accepted), refused, {r.outputs[0].finish_reason for r in results}
+
+    try:
+        assert run(go()) == (slots + queue, 3 * (slots + queue), {"length"})
     finally:
         run(engine.stop(5))
 
