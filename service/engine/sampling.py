@@ -132,32 +132,37 @@ def sample(logits: np.ndarray, rows: Sequence[SamplingRow]) -> SampleOutput:
         none: list = [None] * len(rows)
         return SampleOutput(np.argmax(logits, axis=1).astype(np.int64), none, list(none))
     processed = process_logits(logits, rows)
-    logp = log_softmax(processed)
+    # Unnormalised probabilities, computed once: drawing needs only their running sum, and only the
+    # rows that asked for logprobs pay for a log-softmax.
+    peak = np.max(processed, axis=1, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    shifted = processed - peak
+    weights = np.exp(shifted)  # 0 for removed tokens
     tokens = np.argmax(processed, axis=1).astype(np.int64)
     drawn = np.array([i for i, row in enumerate(rows) if not row.params.greedy], dtype=np.int64)
     if drawn.size:
         # Inverse CDF with one uniform per row from that row's own generator.
-        cdf = np.cumsum(np.exp(logp[drawn]), axis=1)
+        cdf = np.cumsum(weights[drawn], axis=1)
         u = np.array([rows[i].rng.random() for i in drawn]) * cdf[:, -1]
         picked = np.minimum((cdf <= u[:, None]).sum(axis=1), cdf.shape[1] - 1)
         # Float rounding at the top of the CDF could land on a removed token: fall back to the best.
-        removed = ~np.isfinite(logp[drawn, picked])
+        removed = weights[drawn, picked] == 0.0
         tokens[drawn] = np.where(removed, tokens[drawn], picked)
-    chosen: list[float | None] = []
-    tops: list[list[tuple[int, float]] | None] = []
+    chosen: list[float | None] = [None] * len(rows)
+    tops: list[list[tuple[int, float]] | None] = [None] * len(rows)
     for i, row in enumerate(rows):
         want = row.params.logprobs
         if want is None:
-            chosen.append(None)
-            tops.append(None)
             continue
-        chosen.append(float(logp[i, tokens[i]]))
+        with np.errstate(divide="ignore"):
+            logp = shifted[i] - np.log(np.sum(weights[i]))
+        chosen[i] = float(logp[tokens[i]])
         if want == 0:
-            tops.append([])
+            tops[i] = []
             continue
-        best = np.argpartition(-logp[i], want - 1)[:want]
-        best = best[np.argsort(-logp[i, best], kind="stable")]
-        tops.append([(int(t), float(logp[i, t])) for t in best])
+        best = np.argpartition(-logp, want - 1)[:want]
+        best = best[np.argsort(-logp[best], kind="stable")]
+        tops[i] = [(int(t), float(logp[t])) for t in best]
     return SampleOutput(tokens=tokens, logprobs=chosen, top_logprobs=tops)
 
 
