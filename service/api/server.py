@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from service import metrics
+from service import gc_tuning, metrics
 from service.api.core import InferenceCore
 from service.api.grpc_server import HealthReporter, build_server
 from service.api.rest import create_app
@@ -77,7 +77,9 @@ async def serve(settings: Settings) -> int:
         grpc_port,
         settings.models_dir,
     )
+    gc_tuning.collect_less_often()
     loader = asyncio.create_task(registry.load_all(), name="model-loader")
+    loader.add_done_callback(lambda _: gc_tuning.freeze_startup_heap())
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait({stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED)
     if http_task.done():
