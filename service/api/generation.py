@@ -97,10 +97,17 @@ class Generation:
 
     async def events(self) -> AsyncIterator[tuple[int, Event]]:
         """(prompt index, event) until every sample of every prompt has finished."""
+        async for batch in self.event_batches():
+            for item in batch:
+                yield item
+
+    async def event_batches(self) -> AsyncIterator[list[tuple[int, Event]]]:
+        """(prompt index, event) lists: everything that arrived by the time the consumer woke up
+        (see RequestHandle.batches), so a stream that lags writes its backlog at once."""
         if len(self.handles) == 1:
-            async for event in self.handles[0]:
-                if (seen := self._observe(event)) is not None:
-                    yield 0, seen
+            async for events in self.handles[0].batches():
+                if seen := [(0, s) for e in events if (s := self._observe(e)) is not None]:
+                    yield seen
             return
         queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
 
@@ -109,14 +116,15 @@ class Generation:
                 queue.put_nowait((index, event))
 
         tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(self.handles)]
+        finishes_left = self.n * len(self.handles)
         try:
-            for _ in range(self.n * len(self.handles)):
-                while True:
-                    index, event = await queue.get()
-                    if (seen := self._observe(event)) is not None:
-                        yield index, seen
-                    if isinstance(event, FinishEvent):
-                        break
+            while finishes_left:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                finishes_left -= sum(isinstance(event, FinishEvent) for _, event in items)
+                if seen := [(i, s) for i, e in items if (s := self._observe(e)) is not None]:
+                    yield seen
         finally:
             for task in tasks:
                 task.cancel()

@@ -56,8 +56,12 @@ async def generate(request: Request) -> Response:
 async def _stream(core: InferenceCore, gen: Generation) -> AsyncIterator[bytes]:
     """One SSE message per token and per finished sample, then `data: [DONE]`."""
     first = True
-    async for _, event in gen.events():
-        yield sse(native.stream_message(gen, event, first))
-        first = False
+    async for batch in gen.event_batches():
+        # One write for whatever arrived together (a backlog when the loop is busy), not one per token.
+        chunk = []
+        for _, event in batch:
+            chunk.append(sse(native.stream_message(gen, event, first)))
+            first = False
+        yield b"".join(chunk)
     yield sse("[DONE]")
     core.end(gen.record)

@@ -6,7 +6,7 @@ Streaming sends `text_completion` chunks and ends with `data: [DONE]`; `echo` wi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -17,7 +17,7 @@ from service.api.errors import ApiError, ErrorKind
 from service.api.generation import Generation
 from service.api.rest_support import EventStream, parse_body, sse, unless_disconnected
 from service.api.schemas import CompletionBody
-from service.engine import FinishEvent
+from service.engine import Event, FinishEvent
 
 ROUTE = "/v1/completions"
 router = APIRouter()
@@ -53,37 +53,56 @@ async def _stream(
     logprobs: int | None,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    builders = {}
-    if logprobs is not None:
-        builders = {i: fmt.LogprobsBuilder(gen) for i in range(len(prompts) * gen.n)}
-    echoed: set[int] = set()
-    async for p_index, event in gen.events():
+    messages = _StreamMessages(gen, prompts, echo, logprobs, include_usage)
+    async for batch in gen.event_batches():
+        # One write for whatever arrived together (a backlog when the loop is busy), not one per token.
+        chunk = b"".join(message for p_index, event in batch for message in messages.of(p_index, event))
+        if chunk:
+            yield chunk
+    if include_usage:
+        yield sse(fmt.usage_chunk(gen))
+    yield sse("[DONE]")
+    core.end(gen.record, ErrorKind.INTERNAL.http_status if gen.record.error else None)
+
+
+class _StreamMessages:
+    """The SSE messages (zero or more) that one engine event becomes in an OpenAI completions stream."""
+
+    def __init__(
+        self,
+        gen: Generation,
+        prompts: list[str | list[int]],
+        echo: bool,
+        logprobs: int | None,
+        include_usage: bool,
+    ) -> None:
+        self.gen, self.prompts, self.echo, self.include_usage = gen, prompts, echo, include_usage
+        self.builders: dict[int, fmt.LogprobsBuilder] = {}
+        if logprobs is not None:
+            self.builders = {i: fmt.LogprobsBuilder(gen) for i in range(len(prompts) * gen.n)}
+        self.echoed: set[int] = set()
+
+    def of(self, p_index: int, event: Event) -> Iterator[bytes]:
+        gen, usage = self.gen, self.include_usage
         index = p_index * gen.n + event.index
-        builder = builders.get(index)
-        if echo and index not in echoed:
+        builder = self.builders.get(index)
+        if self.echo and index not in self.echoed:
             # The prompt goes first, once per choice; its logprobs are known once the prompt is prefilled.
-            echoed.add(index)
+            self.echoed.add(index)
             lp = None
             if builder is not None:
                 handle = gen.handles[p_index]
                 builder.add_prompt(handle.prompt_token_ids, handle.prompt_logprobs)
                 lp = builder.take()
             yield sse(
-                fmt.chunk(gen, index, fmt.prompt_text(gen, prompts[p_index]), lp, None, None, include_usage)
+                fmt.chunk(gen, index, fmt.prompt_text(gen, self.prompts[p_index]), lp, None, None, usage)
             )
         if isinstance(event, FinishEvent):
             if event.finish_reason == "error":
-                error = ApiError(ErrorKind.INTERNAL, f"the model failed: {event.error}")
-                yield sse(error.body())
-                continue
-            yield sse(
-                fmt.chunk(gen, index, event.text, None, event.finish_reason, event.stop_reason, include_usage)
-            )
-            continue
+                yield sse(ApiError(ErrorKind.INTERNAL, f"the model failed: {event.error}").body())
+                return
+            yield sse(fmt.chunk(gen, index, event.text, None, event.finish_reason, event.stop_reason, usage))
+            return
         lp = fmt.token_chunk_logprobs(builder, event) if builder is not None else None
         if event.text or lp is not None:
-            yield sse(fmt.chunk(gen, index, event.text, lp, None, None, include_usage))
-    if include_usage:
-        yield sse(fmt.usage_chunk(gen))
-    yield sse("[DONE]")
-    core.end(gen.record, ErrorKind.INTERNAL.http_status if gen.record.error else None)
+            yield sse(fmt.chunk(gen, index, event.text, lp, None, None, usage))

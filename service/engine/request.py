@@ -155,12 +155,23 @@ class RequestHandle:
         return self._events()
 
     async def _events(self) -> AsyncIterator[Event]:
+        async for batch in self.batches():
+            for event in batch:
+                yield event
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """Every event queued by the time the consumer wakes, as one list, until each sample finished.
+
+        A consumer that falls behind the model (a busy event loop, a slow socket) then catches up
+        with one write for several tokens instead of one write per token.
+        """
         remaining = self.request.params.n
         while remaining:
-            event = await self._queue.get()
-            if isinstance(event, FinishEvent):
-                remaining -= 1
-            yield event
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            remaining -= sum(isinstance(event, FinishEvent) for event in batch)
+            yield batch
 
     async def result(self) -> GenerationResult:
         """Consume every event and assemble the unary response."""
