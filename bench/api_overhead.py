@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from service.engine import GenerationRequest, SamplingParams, load_generation_model
@@ -65,20 +66,21 @@ def process_cpu_seconds(pid: int) -> float:
 
 async def _rest_round(url: str, model: str, streams: int, new_tokens: int, stream: bool) -> int:
     body = {"model": model, "prompt": PROMPT, "max_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
-    limits = httpx.Limits(max_connections=streams + 4, max_keepalive_connections=streams + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=600.0, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=streams + 4)
+    timeout = aiohttp.ClientTimeout(total=600.0)
+    async with aiohttp.ClientSession(base_url=url, connector=connector, timeout=timeout) as client:
 
         async def one() -> int:
             if not stream:
-                response = await client.post("/v1/completions", json=body)
-                response.raise_for_status()
-                return response.json()["usage"]["completion_tokens"]
+                async with client.post("/v1/completions", json=body) as response:
+                    response.raise_for_status()
+                    return (await response.json())["usage"]["completion_tokens"]
             streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
             tokens = 0
-            async with client.stream("POST", "/v1/completions", json=streamed) as response:
+            async with client.post("/v1/completions", json=streamed) as response:
                 response.raise_for_status()
-                async for line in response.aiter_lines():
-                    if line.startswith("data: {") and '"usage":{' in line:
+                async for line in response.content:
+                    if line.startswith(b"data: {") and b'"usage":{' in line:
                         tokens = json.loads(line[6:])["usage"]["completion_tokens"]
             return tokens
 

@@ -29,9 +29,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hf-dir", type=Path, help="HF export of --model-dir's weights (else export_hf)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--work", type=Path, default=Path("bench/results/tmp"), help="scratch (gitignored)")
-    # One ORT/torch compute thread per system by default: the 2 cores here are shared with other work,
-    # and spinning intra-op threads on a busy machine make every system's numbers collapse at random.
-    parser.add_argument("--threads", type=int, default=1)
+    # Every system gets the same thread count. The default is the service's own setting on this
+    # 2-core machine (ORT picks one thread per core). Run on a quiet machine: spinning intra-op
+    # threads on a busy one make every system's numbers collapse at random (use --threads 1 there).
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and batch sizes (< 5 minutes)")
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["genai", "optimum", "transformers", "no_cache"]

@@ -50,7 +50,10 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sentiment-requests", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: ORT decides)")
+    # One ORT thread for the server and the in-process engine alike: the load generator runs on the
+    # same 2 cores, and with 2 spinning ORT threads the server and its client fight for them
+    # (bench/results/perf.md gives both settings).
+    parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (0: ORT decides)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 16 tokens, 1 repeat, 200 texts")
     args = parser.parse_args()
     if args.quick:

@@ -27,21 +27,27 @@ def markdown(results: dict[str, Any]) -> str:
         f"Command: `{meta['command']}`. Model `{meta['model_dir']}`, sampled, eos ignored, "
         f"{meta['new_tokens']} new tokens per stream, median of {meta['repeats']} rounds after a warm-up; "
         f"client and server share {meta['cpus']} CPUs (load average after the run: "
-        f"{', '.join(f'{x:.1f}' for x in meta['loadavg_after'])}). Finished {meta['finished']}.",
+        f"{', '.join(f'{x:.1f}' for x in meta['loadavg_after'])}). ORT intra-op threads: "
+        f"{meta['threads']} (server and in-process engine). Finished {meta['finished']}.",
         "",
         "| streams | system | tokens/s | × engine | TTFT p50 / p99 ms | inter-token p50 / p99 ms "
-        "| e2e p50 / p99 ms |",
-        "|---:|---|---:|---:|---|---|---|",
+        "| e2e p50 / p99 ms | CPU µs per token, server / client |",
+        "|---:|---|---:|---:|---|---|---|---|",
     ]
     for n in streams:
         engine = _get(results, "engine", n)["tokens_per_s"]
-        lines.append(f"| {n} | {LABELS['engine']} | {engine:,.0f} | 1.00 | | | |")
+        lines.append(f"| {n} | {LABELS['engine']} | {engine:,.0f} | 1.00 | | | | |")
         for system in SERVICE:
             r = _get(results, system, n)
             lat = [r[k] for k in ("ttft", "inter_token", "e2e")]
             cells = " | ".join(f"{x['p50_ms']:.1f} / {x['p99_ms']:.1f}" for x in lat)
             ratio = r["tokens_per_s"] / engine
-            lines.append(f"| {n} | {LABELS[system]} | {r['tokens_per_s']:,.0f} | {ratio:.2f} | {cells} |")
+            server_us = 1000.0 * r["server_cpu_ms_per_token"]
+            client_us = 1000.0 * r.get("client_cpu_ms_per_token", float("nan"))
+            lines.append(
+                f"| {n} | {LABELS[system]} | {r['tokens_per_s']:,.0f} | {ratio:.2f} | {cells} "
+                f"| {server_us:.0f} / {client_us:.0f} |"
+            )
     s = results["sentiment"]
     conc = next(k for k in s if k.startswith("concurrent_"))
     lines += [

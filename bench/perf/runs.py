@@ -11,7 +11,7 @@ import statistics
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 
 from bench.api_overhead import PROMPT, _engine_round
 from bench.reliability.loadgen import Call, Clients, Outcome, Protocol, drive, percentile
@@ -51,9 +51,9 @@ def measure_service(
 ) -> dict[str, Any]:
     """Median tokens/s over `repeats` rounds (after one warm-up), and latency percentiles over all."""
     asyncio.run(service_round(url, grpc_target, protocol, model, streams, tokens))
-    rates, cpu, outcomes = [], [], []
+    rates, cpu, client_cpu, outcomes = [], [], [], []
     for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), cpu_seconds(pid)
+        start, cpu_start, client_start = time.perf_counter(), cpu_seconds(pid), time.process_time()
         got = asyncio.run(service_round(url, grpc_target, protocol, model, streams, tokens))
         wall = time.perf_counter() - start
         generated = sum(o.tokens for o in got)
@@ -63,11 +63,13 @@ def measure_service(
             )
         rates.append(generated / wall)
         cpu.append(1000.0 * (cpu_seconds(pid) - cpu_start) / generated)
+        client_cpu.append(1000.0 * (time.process_time() - client_start) / generated)
         outcomes += got
     return {
         "tokens_per_s": statistics.median(rates),
         "tokens_per_s_all": rates,
         "server_cpu_ms_per_token": statistics.median(cpu),
+        "client_cpu_ms_per_token": statistics.median(client_cpu),
         "ttft": latency_summary([o.ttft_s for o in outcomes if o.ttft_s is not None]),
         "inter_token": latency_summary([g for o in outcomes for g in o.gaps_s]),
         "e2e": latency_summary([o.e2e_s for o in outcomes]),
@@ -87,17 +89,19 @@ def measure_engine(engine: Any, streams: int, tokens: int, repeats: int) -> dict
 
 async def _sentiment(url: str, model: str, requests: int, concurrency: int) -> tuple[float, list[float]]:
     """(requests/s, per-request seconds) for `requests` one-text calls with `concurrency` callers."""
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency + 4)
+    timeout = aiohttp.ClientTimeout(total=60.0)
+    async with aiohttp.ClientSession(base_url=url, connector=connector, timeout=timeout) as client:
         left = iter(range(requests))
 
         async def caller() -> None:
             for i in left:
                 body = {"model": model, "texts": [SENTIMENT_TEXTS[i % len(SENTIMENT_TEXTS)]]}
                 t0 = time.perf_counter()
-                response = await client.post("/v1/sentiment", json=body)
-                response.raise_for_status()
+                async with client.post("/v1/sentiment", json=body) as response:
+                    response.raise_for_status()
+                    await response.read()
                 latencies.append(time.perf_counter() - t0)
 
         start = time.perf_counter()

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import aiohttp
 import grpc
-import httpx
 
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
@@ -75,8 +75,11 @@ class Clients:
         timeout_s: float = 120.0,
         on_first_token: Callable[[], None] | None = None,
     ) -> None:
-        limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
-        self.http = httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits)
+        self.http = aiohttp.ClientSession(
+            base_url=url,
+            connector=aiohttp.TCPConnector(limit=concurrency + 8),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        )
         self.channel = grpc.aio.insecure_channel(grpc_target)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
@@ -85,8 +88,19 @@ class Clients:
     async def __aenter__(self) -> Clients:
         return self
 
+    async def connect(self, connections: int) -> None:
+        """Open the gRPC channel and `connections` pooled HTTP connections before a burst, so the
+        burst's latency measures the server rather than TCP handshakes."""
+        await self.channel.channel_ready()
+
+        async def touch() -> None:
+            async with self.http.get("/healthz") as response:
+                await response.read()  # read to the end: the connection goes back to the pool
+
+        await asyncio.gather(*(touch() for _ in range(connections)))
+
     async def __aexit__(self, *exc: object) -> None:
-        await self.http.aclose()
+        await self.http.close()
         await self.channel.close()
 
     async def run(self, call: Call) -> Outcome:
@@ -101,14 +115,14 @@ class Clients:
                     await self._grpc(call, outcome, start)
             except grpc.aio.AioRpcError as e:
                 outcome.status, outcome.error = e.code().name, e.details() or ""
-            except httpx.RemoteProtocolError as e:
+            except aiohttp.ServerDisconnectedError as e:
                 outcome.error = f"{type(e).__name__}: {e}"
                 # The keep-alive race: the server closed an idle pooled connection as the request
                 # went out, so no answer came and nothing ran. Retried once, as HTTP clients do.
                 if attempt == 0 and outcome.status == 0:
                     outcome.retries += 1
                     continue
-            except (httpx.HTTPError, TimeoutError, json.JSONDecodeError) as e:
+            except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as e:
                 outcome.error = f"{type(e).__name__}: {e}"
             break
         outcome.e2e_s = time.perf_counter() - start
@@ -122,34 +136,37 @@ class Clients:
             "params": {"max_tokens": call.max_tokens, "ignore_eos": True, "temperature": 0.8, "seed": 1},
         }
         if not call.stream:
-            response = await self.http.post("/v1/generate", json=body)
-            out.status = response.status_code
-            if response.status_code == 200:
-                (comp,) = response.json()["completions"]
-                out.tokens = len(comp["token_ids"])
-                out.complete = comp["finish_reason"] in COMPLETE_FINISHES and out.tokens == call.max_tokens
+            async with self.http.post("/v1/generate", json=body) as response:
+                out.status = response.status
+                if response.status == 200:
+                    (comp,) = (await response.json())["completions"]
+                    out.tokens = len(comp["token_ids"])
+                    finished = comp["finish_reason"] in COMPLETE_FINISHES
+                    out.complete = finished and out.tokens == call.max_tokens
+                else:
+                    await response.read()
             return
         finish, done, last = None, False, start
-        async with self.http.stream("POST", "/v1/generate", json=body) as response:
-            out.status = response.status_code
-            if response.status_code != 200:
-                await response.aread()
+        async with self.http.post("/v1/generate", json=body) as response:
+            out.status = response.status
+            if response.status != 200:
+                await response.read()
                 return
-            async for line in response.aiter_lines():
-                if not line.startswith("data: "):
+            async for line in response.content:  # one SSE line at a time, however the server chunked them
+                if not line.startswith(b"data: "):
                     continue
-                if line == "data: [DONE]":
+                if line.startswith(b"data: [DONE]"):
                     done = True
                     continue
                 # Only the finish message is parsed: a token message is counted as it comes, which
                 # keeps this client's CPU (it shares the cores with the server) per token small.
-                if '"finish_reason"' in line:
+                if b'"finish_reason"' in line:
                     finish = json.loads(line[6:])["finish_reason"]
-                elif '"token_ids"' in line:
+                elif b'"token_ids"' in line:
                     last = self._token(out, start, last)
                     if out.tokens == call.hang_up_after:
                         out.status = "hung_up"
-                        return  # leaving the `async with` closes the connection mid-stream
+                        return  # leaving the `async with` unread closes the connection mid-stream
         out.complete = done and finish in COMPLETE_FINISHES and out.tokens == call.max_tokens
 
     async def _grpc(self, call: Call, out: Outcome, start: float) -> None:
