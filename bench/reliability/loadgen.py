@@ -163,8 +163,8 @@ class Clients:
                 if b'"finish_reason"' in line:
                     finish = json.loads(line[6:])["finish_reason"]
                 elif b'"token_ids"' in line:
-                    last = self._token(out, start, last)
-                    if out.tokens == call.hang_up_after:
+                    last = self._tokens(out, start, last, _count_token_ids(line))
+                    if call.hang_up_after is not None and out.tokens >= call.hang_up_after:
                         out.status = "hung_up"
                         return  # leaving the `async with` unread closes the connection mid-stream
         out.complete = done and finish in COMPLETE_FINISHES and out.tokens == call.max_tokens
@@ -185,15 +185,16 @@ class Clients:
             if message.finish_reason:
                 finish = message.finish_reason
             elif message.token_ids:
-                last = self._token(out, start, last)
-                if out.tokens == call.hang_up_after:
+                last = self._tokens(out, start, last, len(message.token_ids))
+                if call.hang_up_after is not None and out.tokens >= call.hang_up_after:
                     stream.cancel()
                     out.status = "hung_up"
                     return
         out.status = "OK"
         out.complete = finish in GRPC_FINISH and out.tokens == call.max_tokens
 
-    def _token(self, out: Outcome, start: float, last: float) -> float:
+    def _tokens(self, out: Outcome, start: float, last: float, count: int) -> float:
+        """Record `count` tokens that arrived in one message (the server merges a backlog)."""
         now = time.perf_counter()
         if out.ttft_s is None:
             out.ttft_s = now - start
@@ -201,8 +202,16 @@ class Clients:
                 self.on_first_token()
         else:
             out.gaps_s.append(now - last)
-        out.tokens += 1
+        out.gaps_s.extend([0.0] * (count - 1))  # tokens that came together came with no gap
+        out.tokens += count
         return now
+
+
+def _count_token_ids(line: bytes) -> int:
+    """How many ids a streamed message's `"token_ids":[...]` holds, without parsing the JSON."""
+    start = line.index(b'"token_ids":[') + len(b'"token_ids":[')
+    end = line.index(b"]", start)
+    return line.count(b",", start, end) + 1 if end > start else 0
 
 
 async def drive(clients: Clients, calls: Sequence[Call], concurrency: int) -> list[Outcome]:

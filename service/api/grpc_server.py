@@ -100,8 +100,10 @@ class InferenceServicer:
                 try:
                     await context.send_initial_metadata((("x-request-id", record.request_id),))
                     first = True
-                    async for _, event in gen.events():
-                        yield convert.stream_response(native.stream_message(gen, event, first))
+                    async for batch in gen.event_batches():
+                        # Tokens that arrived together travel in one message (a lagging stream).
+                        for message in native.stream_messages(gen, (event for _, event in batch), first):
+                            yield convert.stream_response(message)
                         first = False
                 finally:
                     if not gen.done:

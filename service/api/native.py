@@ -5,6 +5,7 @@ gRPC builds its messages from these same dicts, so the two APIs cannot drift apa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from service.api.generation import Generation, clean_logprob
@@ -78,6 +79,29 @@ def response(gen: Generation, result: GenerationResult) -> dict[str, Any]:
         ),
         "usage": usage(result.usage),
     }
+
+
+def stream_messages(gen: Generation, events: Iterable[Event], first: bool) -> list[dict[str, Any]]:
+    """The messages for events that arrived together: consecutive tokens of one sample share a
+    message (text joined, ids and logprobs in order), so a stream that lags behind the model sends
+    one message where it would send several. Each sample's finish stays a message of its own."""
+    messages: list[dict[str, Any]] = []
+    for event in events:
+        last = messages[-1] if messages else None
+        if (
+            isinstance(event, TokenEvent)
+            and last is not None
+            and "finish_reason" not in last
+            and last["index"] == event.index
+        ):
+            last["text"] += event.text
+            last["token_ids"].append(event.token_id)
+            if "logprobs" in last:
+                last["logprobs"].append(token_logprob(gen, event.token_id, event.logprob, event.top_logprobs))
+            continue
+        messages.append(stream_message(gen, event, first))
+        first = False
+    return messages
 
 
 def stream_message(gen: Generation, event: Event, first: bool) -> dict[str, Any]:

@@ -58,10 +58,8 @@ async def _stream(core: InferenceCore, gen: Generation) -> AsyncIterator[bytes]:
     first = True
     async for batch in gen.event_batches():
         # One write for whatever arrived together (a backlog when the loop is busy), not one per token.
-        chunk = []
-        for _, event in batch:
-            chunk.append(sse(native.stream_message(gen, event, first)))
-            first = False
-        yield b"".join(chunk)
+        messages = native.stream_messages(gen, (event for _, event in batch), first)
+        first = False
+        yield b"".join(sse(message) for message in messages)
     yield sse("[DONE]")
     core.end(gen.record)

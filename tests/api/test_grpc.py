@@ -61,7 +61,8 @@ def test_generate_stream_yields_the_unary_tokens_then_a_finish(stub: pb_grpc.Inf
     finish = messages[-1]
     assert [t for m in messages for t in m.token_ids] == list(unary.token_ids)
     assert "".join(m.text for m in messages) == unary.text
-    assert [m.logprobs[0].logprob for m in messages[:-1]] == pytest.approx(
+    # A lagging stream carries several tokens per message: ids and logprobs stay in order.
+    assert [lp.logprob for m in messages[:-1] for lp in m.logprobs] == pytest.approx(
         [lp.logprob for lp in unary.logprobs]
     )
     assert finish.finish_reason == pb.FINISH_REASON_LENGTH
