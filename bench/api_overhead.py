@@ -16,19 +16,16 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
-import httpx
 
+from bench.reliability.procstat import cpu_seconds
+from bench.server_process import ServerProcess, linked_models
 from service.engine import GenerationRequest, SamplingParams, load_generation_model
 from service.settings import Settings
 
@@ -58,12 +55,6 @@ def measure(run_once: Callable[[], int], cpu_seconds: Callable[[], float]) -> tu
     return tokens / wall, 1000.0 * cpu / tokens
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of `pid` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _rest_round(url: str, model: str, streams: int, new_tokens: int, stream: bool) -> int:
     body = {"model": model, "prompt": PROMPT, "max_tokens": new_tokens, "temperature": 0, "ignore_eos": True}
     connector = aiohttp.TCPConnector(limit=streams + 4)
@@ -91,30 +82,21 @@ async def _rest_round(url: str, model: str, streams: int, new_tokens: int, strea
 def rest_server(model_dir: Path, max_slots: int, threads: int) -> Iterator[tuple[str, int]]:
     """`python -m service` serving only `model_dir`; yields its URL and process id."""
     with tempfile.TemporaryDirectory() as tmp:
-        models = Path(tmp) / "models"
-        models.mkdir()
-        (models / model_dir.name).symlink_to(model_dir.resolve())
-        env = {
-            **os.environ,
-            "SEQSERVE_MODELS_DIR": str(models),
-            "SEQSERVE_HTTP_PORT": "18777",
-            "SEQSERVE_GRPC_PORT": "18778",
-            "SEQSERVE_MAX_SLOTS": str(max_slots),
-            "SEQSERVE_MAX_QUEUE": "1024",
-            "SEQSERVE_MAX_NEW_TOKENS": "4096",
-            "SEQSERVE_INTRA_OP_THREADS": str(threads),
-        }
-        with open(Path(tmp) / "server.log", "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=log
-            )
-            url = "http://127.0.0.1:18777"
-            try:
-                _wait_ready(url, proc)
-                yield url, proc.pid
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(60)
+        models = linked_models(Path(tmp), {model_dir.name: model_dir})
+        server = ServerProcess(
+            models,
+            Path(tmp) / "server.log",
+            max_slots=max_slots,
+            max_queue=1024,
+            max_new_tokens=4096,
+            intra_op_threads=threads,
+        ).start()
+        try:
+            server.wait_ready()
+            assert server.proc is not None
+            yield server.url, server.proc.pid
+        finally:
+            server.stop()
 
 
 def run(model_dir: Path, streams: list[int], new_tokens: int, repeats: int, threads: int) -> dict:
@@ -133,8 +115,8 @@ def run(model_dir: Path, streams: list[int], new_tokens: int, repeats: int, thre
             }
             cpu = {
                 "in_process": time.process_time,
-                "rest_unary": lambda: process_cpu_seconds(pid),
-                "rest_sse": lambda: process_cpu_seconds(pid),
+                "rest_unary": lambda: cpu_seconds(pid),
+                "rest_sse": lambda: cpu_seconds(pid),
             }
             for n in streams:
                 for mode in MODES:  # warm-up
@@ -155,20 +137,6 @@ def run(model_dir: Path, streams: list[int], new_tokens: int, repeats: int, thre
         }
         for mode, by_n in rates.items()
     }
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("server not ready")
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
     python -m bench.perf [--model-dir exported_models/shakespeare-gpt] [--streams 1 8 32 64] [--quick]
 
 Writes bench/results/perf.{json,md} and perf_{throughput,latency}.png. The server is a real
-`python -m service` on 127.0.0.1 (tests/api/server_process.py starts it); the client runs in this
+`python -m service` on 127.0.0.1 (bench/server_process.py starts it); the client runs in this
 process, on the same cores, as in bench.api_overhead.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 from bench.api_overhead import settings
 from bench.perf.report import write_report
 from bench.perf.runs import measure_engine, measure_sentiment, measure_service
+from bench.server_process import REPO_ROOT, ServerProcess, linked_models
 from service.engine import load_generation_model
-from tests.api.server_process import REPO_ROOT, ServerProcess
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
@@ -61,11 +61,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        models = tmp / "models"
-        models.mkdir()
-        (models / args.model_dir.name).symlink_to(args.model_dir.resolve())
         clf_dir, clf_note = classifier_dir(tmp)
-        (models / "clf").symlink_to(clf_dir.resolve())
+        models = linked_models(tmp, {args.model_dir.name: args.model_dir, "clf": clf_dir})
         gen_name = json.loads((args.model_dir / "manifest.json").read_text())["name"]
         clf_name = json.loads((clf_dir / "manifest.json").read_text())["name"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.server_process import ServerProcess
+from bench.server_process import ServerProcess
 
 GEN_MODEL = "tiny-gpt2"
 RNN_MODEL = "tiny-lstm"

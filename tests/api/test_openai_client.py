@@ -8,8 +8,8 @@ import httpx
 import openai
 import pytest
 
+from bench.server_process import ServerProcess
 from tests.api.conftest import BROKEN_MODEL, CLF_MODEL, GEN_MODEL, RNN_MODEL
-from tests.api.server_process import ServerProcess
 from tests.fixtures.tiny_models import tiny_prompt
 
 PROMPT = "To be, or not"

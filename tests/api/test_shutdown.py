@@ -12,10 +12,10 @@ import grpc
 import httpx
 import pytest
 
+from bench.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import ENDLESS, RNN_MODEL, copy_model, start_server
-from tests.api.server_process import ServerProcess
 
 
 def lstm_server(api_models_dir: Path, tmp_path: Path, **env: str | int | float) -> ServerProcess:

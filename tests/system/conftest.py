@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.server_process import REPO_ROOT, ServerProcess
 from tests.api.conftest import copy_model, start_server
-from tests.api.server_process import REPO_ROOT, ServerProcess
 
 SOAK = os.environ.get("SEQSERVE_SOAK") == "1"
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import httpx
 
 from bench.reliability.loadgen import Call, Clients, drive, mixed_calls
+from bench.server_process import ServerProcess
 from tests.api.metrics_reader import sample, wait_for
-from tests.api.server_process import ServerProcess
 from tests.system.conftest import SOAK, Models, Scale
 
 # Far more than a client reads before it hangs up (1-5 tokens), within the tiny model's context.

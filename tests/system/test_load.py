@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from bench.reliability.loadgen import Clients, Outcome, drive, mixed_calls, percentile
 from bench.reliability.procstat import rss_kib
-from tests.api.server_process import ServerProcess
+from bench.server_process import ServerProcess
 from tests.system.conftest import SOAK, Models, Scale
 
 CHUNK_TIMEOUT_S = 900.0 if SOAK else 120.0

@@ -10,9 +10,9 @@ import grpc
 import httpx
 import pytest
 
+from bench.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
-from tests.api.server_process import ServerProcess
 from tests.system.conftest import Models
 
 ILLEGAL = ["é漢字🙂", "\u202e\ufeff", "a b", "line\nbreak", "x" * 129]

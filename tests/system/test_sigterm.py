@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 
 from bench.reliability.loadgen import Clients, Outcome, drive, mixed_calls
-from tests.api.server_process import ServerProcess
+from bench.server_process import ServerProcess
 from tests.system.conftest import Models, Scale
 
 GRACE_S = 60.0

@@ -1,4 +1,5 @@
-"""`python -m service` as a real subprocess on free 127.0.0.1 ports, for the API tests.
+"""`python -m service` as a real subprocess on free 127.0.0.1 ports, for the API and system tests and
+the benchmarks.
 
 Start-up is awaited by polling /readyz against a deadline (there is no event a client could await);
 every HTTP call made here has a timeout, and `stop()` always reaps the process.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # Generous: on a shared CPU, interpreter start-up alone can take many seconds.
 STARTUP_TIMEOUT_S = float(os.environ.get("SEQSERVE_TEST_STARTUP_S", "240"))
 STOP_TIMEOUT_S = 60.0
@@ -26,6 +27,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def linked_models(root: Path, models: dict[str, Path]) -> Path:
+    """A models folder under `root` whose entries link to existing model folders (nothing copied)."""
+    folder = root / "models"
+    folder.mkdir()
+    for name, directory in models.items():
+        (folder / name).symlink_to(directory.resolve())
+    return folder
 
 
 class ServerProcess:
