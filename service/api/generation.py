@@ -97,6 +97,11 @@ class Generation:
 
     async def events(self) -> AsyncIterator[tuple[int, Event]]:
         """(prompt index, event) until every sample of every prompt has finished."""
+        if len(self.handles) == 1:  # unbuffered: what is not consumed stays in the handle's queue
+            async for event in self.handles[0]:
+                if (seen := self._observe(event)) is not None:
+                    yield 0, seen
+            return
         async for batch in self.event_batches():
             for item in batch:
                 yield item

@@ -155,15 +155,21 @@ class RequestHandle:
         return self._events()
 
     async def _events(self) -> AsyncIterator[Event]:
-        async for batch in self.batches():
-            for event in batch:
-                yield event
+        # One event at a time off the queue, never more: an iterator that is left after a few events
+        # (a caller reads the first token, then awaits result()) must leave the rest queued.
+        remaining = self.request.params.n
+        while remaining:
+            event = await self._queue.get()
+            if isinstance(event, FinishEvent):
+                remaining -= 1
+            yield event
 
     async def batches(self) -> AsyncIterator[list[Event]]:
         """Every event queued by the time the consumer wakes, as one list, until each sample finished.
 
         A consumer that falls behind the model (a busy event loop, a slow socket) then catches up
-        with one write for several tokens instead of one write per token.
+        with one write for several tokens instead of one write per token. Each list is taken off the
+        queue whole, so use this only where every batch is consumed (a response stream).
         """
         remaining = self.request.params.n
         while remaining:

@@ -62,6 +62,23 @@ def test_ragged_batch_gives_each_request_exactly_its_solo_tokens(engine):
     assert engine.stats().slots_used == 0
 
 
+def test_reading_the_first_event_then_the_result_loses_nothing_when_all_events_are_queued(engine):
+    # The consumer lags: every event is queued before it reads one. Taking the first event with
+    # one iterator and then awaiting result() (another iterator) must still see every later event.
+    async def go():
+        handle = engine.submit(req(prompt(5, 6), max_new_tokens=12, ignore_eos=True))
+        await handle.done  # set by the last event's delivery: everything is in the queue now
+        first = await anext(aiter(handle))
+        rest = await asyncio.wait_for(handle.result(), 10.0)
+        return first, rest
+
+    first, rest = run(go())
+    assert len(rest.outputs[0].token_ids) == 11
+    assert [first.token_id, *rest.outputs[0].token_ids] == solo(
+        engine, prompt(5, 6), max_new_tokens=12, ignore_eos=True
+    ).token_ids
+
+
 def test_slots_are_reused_after_finish_and_after_cancel(engine):
     ids = prompt(9, 12)
     expected = solo(engine, ids, max_new_tokens=16, ignore_eos=True).token_ids
