@@ -58,7 +58,8 @@ def scale() -> Scale:
 
 @pytest.fixture(scope="session")
 def system_models(tiny_model_dir: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Models:
-    """Soak: exported_models/ (linked, never modified). Fast: tiny gpt2 + lstm + classifier copies."""
+    """Soak: exported_models/ (linked, never modified). Fast: tiny llama + lstm + classifier copies
+    (llama: rotary positions give it a 2,048-token cache, so streams can outlast any hang-up)."""
     root = tmp_path_factory.mktemp("system-models")
     if SOAK:
         for folder in sorted((REPO_ROOT / "exported_models").iterdir()):
@@ -69,9 +70,9 @@ def system_models(tiny_model_dir: Callable[..., Path], tmp_path_factory: pytest.
             copy_model(tiny_model_dir("transformer_classifier"), root / "tiny-clf", "tiny-clf")
             classify = "tiny-clf"
         return Models(root, "shakespeare-gpt", "shakespeare-lstm", classify)
-    for kind in ("gpt2", "lstm", "transformer_classifier"):
+    for kind in ("llama", "lstm", "transformer_classifier"):
         copy_model(tiny_model_dir(kind), root / f"tiny-{kind}", f"tiny-{kind}")
-    return Models(root, "tiny-gpt2", "tiny-lstm", "tiny-transformer_classifier")
+    return Models(root, "tiny-llama", "tiny-lstm", "tiny-transformer_classifier")
 
 
 @pytest.fixture

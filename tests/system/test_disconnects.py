@@ -12,10 +12,11 @@ import httpx
 from bench.reliability.loadgen import Call, Clients, drive, mixed_calls
 from bench.server_process import ServerProcess
 from tests.api.metrics_reader import sample, wait_for
-from tests.system.conftest import SOAK, Models, Scale
+from tests.system.conftest import Models, Scale
 
-# Far more than a client reads before it hangs up (1-5 tokens), within the tiny model's context.
-STREAM_TOKENS = 1000 if SOAK else 100
+# Far more than a client reads before it hangs up (1-5 tokens), so that no stream can end before
+# its client leaves, even when the client lags and the server writes a backlog in one message.
+STREAM_TOKENS = 1000
 ROUTES = ("/v1/generate", "grpc.GenerateStream")
 
 
