@@ -281,7 +281,9 @@ def evaluate_run(run_dir: Path, model: nn.Module | None = None) -> dict[str, flo
     the run's weights (the export scores the float16-rounded weights it ships this way)."""
     recipe = load_recipe(run_dir / CONFIG_FILE)
     configure_threads(recipe.optim.threads)
-    loaded, model_config = load_run_model(run_dir)
-    model = model if model is not None else loaded
+    if model is None:
+        model, model_config = load_run_model(run_dir)
+    else:  # the caller's weights: only the config is read, the run's weights stay on disk
+        model_config = read_model_config(run_dir)
     task = make_task(recipe, load_tokenizer(run_dir / TOKENIZER_FILE), model_config)
     return {"metric": task.metric, **task.evaluate(model, full=True)}

@@ -109,28 +109,19 @@ def test_a_batch_of_prompts_with_n_samples_gives_indexed_choices(client: openai.
 
 
 def test_extension_parameters_pass_through_extra_body(client: openai.OpenAI) -> None:
-    completion = client.completions.create(
-        model=GEN_MODEL,
-        prompt=PROMPT,
-        max_tokens=8,
-        temperature=0.8,
-        seed=5,
-        stop=["\n"],
-        presence_penalty=0.5,
-        frequency_penalty=0.5,
-        extra_body={"top_k": 5, "min_p": 0.05, "repetition_penalty": 1.2},
-    )
-    again = client.completions.create(
-        model=GEN_MODEL,
-        prompt=PROMPT,
-        max_tokens=8,
-        temperature=0.8,
-        seed=5,
-        stop=["\n"],
-        presence_penalty=0.5,
-        frequency_penalty=0.5,
-        extra_body={"top_k": 5, "min_p": 0.05, "repetition_penalty": 1.2},
-    )
+    request = {
+        "model": GEN_MODEL,
+        "prompt": PROMPT,
+        "max_tokens": 8,
+        "temperature": 0.8,
+        "seed": 5,
+        "stop": ["\n"],
+        "presence_penalty": 0.5,
+        "frequency_penalty": 0.5,
+        "extra_body": {"top_k": 5, "min_p": 0.05, "repetition_penalty": 1.2},
+    }
+    completion = client.completions.create(**request)
+    again = client.completions.create(**request)
     assert completion.choices[0].text == again.choices[0].text
     assert "\n" not in completion.choices[0].text
 

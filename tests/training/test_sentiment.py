@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.fixtures.tiny_models import TRAINABLE_LLAMA_LM
 from training.__main__ import DEFAULTS_LIST, read_defaults
 from training.build import build_model, load_run_model, resolve_model_config
 from training.data import load_lm_corpus, parse_folds
@@ -30,16 +31,7 @@ from training.train import train
 CONFIGS = DEFAULTS_LIST.parent
 SENTIMENT = ("sst2-lstm", "sst2-gpt")
 TINY_LSTM_LM = {"kind": "rnn_lm", "cell": "lstm", "embed_dim": 16, "hidden_size": 24, "num_layers": 2}
-TINY_GPT_LM = {
-    "kind": "transformer_lm",
-    "preset": "llama",
-    "context_length": 32,
-    "n_layer": 2,
-    "n_head": 2,
-    "n_kv_head": 1,
-    "d_model": 32,
-    "d_ff": 64,
-}
+TINY_GPT_LM = TRAINABLE_LLAMA_LM
 WORDS = {0: ["awful dull", "bad boring", "dull bad"], 1: ["great fun", "fun lovely", "lovely great"]}
 
 

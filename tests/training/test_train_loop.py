@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from tests.fixtures.tiny_models import MODEL_SECTIONS, TRAINABLE_LLAMA_LM
 from training.__main__ import main, read_defaults
 from training.build import build_model, load_run_model, resolve_model_config
 from training.evaluate import rnn_stream_nats, transformer_stream_nats
@@ -24,24 +25,8 @@ from training.tasks.classification import auxiliary_lm_loss
 from training.train import evaluate_run, train
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 30
-TINY_GPT = {
-    "kind": "transformer_lm",
-    "preset": "llama",
-    "context_length": 32,
-    "n_layer": 2,
-    "n_head": 2,
-    "n_kv_head": 1,
-    "d_model": 32,
-    "d_ff": 64,
-}
-TINY_LSTM = {
-    "kind": "rnn_lm",
-    "cell": "lstm",
-    "embed_dim": 32,
-    "hidden_size": 64,
-    "num_layers": 2,
-    "dropout": 0.0,
-}
+TINY_GPT = TRAINABLE_LLAMA_LM
+TINY_LSTM = MODEL_SECTIONS["lstm"]
 
 
 @pytest.fixture(autouse=True)
