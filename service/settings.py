@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=0)
     # Engine tuning: prompt tokens prefilled per scheduler iteration (bounds the stall of running streams).
     prefill_chunk_tokens: int = Field(512, ge=16)
+    # Structured outputs: the longest schema, regex, choice list or grammar text (characters), the
+    # longest a constraint may take to compile, and how many compiled grammars each model keeps.
+    max_constraint_chars: int = Field(65536, ge=64)
+    constraint_compile_timeout_s: float = Field(5.0, gt=0.0)
+    grammar_cache_size: int = Field(256, ge=1)
     # Warm-up runs the shapes requests will use, so that no first request pays for them.
     warmup: bool = True
 

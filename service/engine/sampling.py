@@ -1,6 +1,7 @@
 """Vectorised logits processing and sampling: one numpy pass for the batch, each row its own parameters.
 
-Order of processing (the same for every row): repetition penalty (CTRL/HF, over prompt and
+Order of processing (the same for every row): the structured-output mask (constrained rows: tokens
+off the grammar get -inf) -> repetition penalty (CTRL/HF, over prompt and
 generated tokens) -> presence and frequency penalties (OpenAI, over generated tokens) -> stop-token
 suppression before `min_new_tokens` -> temperature -> top-k -> top-p -> min-p.
 Reported logprobs are the log-softmax of that *processed* distribution (the one the token was drawn
@@ -74,7 +75,11 @@ def process_logits(logits: np.ndarray, rows: Sequence[SamplingRow]) -> np.ndarra
 
     for i, row in enumerate(rows):
         if row.suppress_ids and row.num_generated < row.params.min_new_tokens:
-            x[i, list(row.suppress_ids)] = -np.inf
+            ids = list(row.suppress_ids)
+            kept = x[i, ids].copy()
+            x[i, ids] = -np.inf
+            if not np.isfinite(x[i]).any():  # a completed constraint allows only eos: it wins
+                x[i, ids] = kept
 
     temperature = np.array([p.temperature if p.temperature > 0 else 1.0 for p in params])
     x /= temperature[:, None]
@@ -126,8 +131,25 @@ def plain_greedy(params: SamplingParams) -> bool:
     )
 
 
-def sample(logits: np.ndarray, rows: Sequence[SamplingRow]) -> SampleOutput:
-    """Choose one token per row: argmax for greedy rows, an inverse-CDF draw from the row's RNG otherwise."""
+def apply_allowed(logits: np.ndarray, rows: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """A copy of the logits with -inf wherever `allowed[j]` is False in row `rows[j]` (the structured-
+    output masks); the runner's logits buffer is left as it is."""
+    out = np.array(logits, copy=True)
+    out[rows] = np.where(allowed, out[rows], -np.inf)
+    return out
+
+
+def sample(
+    logits: np.ndarray,
+    rows: Sequence[SamplingRow],
+    allowed: tuple[np.ndarray, np.ndarray] | None = None,
+) -> SampleOutput:
+    """Choose one token per row: argmax for greedy rows, an inverse-CDF draw from the row's RNG otherwise.
+
+    `allowed` = (row indices, bool masks `[k, vocab]`) restricts those rows to their grammar first.
+    """
+    if allowed is not None:
+        logits = apply_allowed(logits, *allowed)
     if all(r.plain_greedy for r in rows):  # the common case pays for one argmax, nothing else
         none: list = [None] * len(rows)
         return SampleOutput(np.argmax(logits, axis=1).astype(np.int64), none, list(none))
