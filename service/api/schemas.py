@@ -112,7 +112,7 @@ class StructuredOutputs(_Strict):
 
     def constraint(self, where: str) -> Constraint:
         if self.json_schema is not None:
-            return Constraint("json", json.dumps(self.json_schema, sort_keys=True), f"{where}.json")
+            return Constraint("json", json.dumps(self.json_schema), f"{where}.json")
         if self.regex is not None:
             return Constraint("regex", self.regex, f"{where}.regex")
         if self.choice is not None:
@@ -152,7 +152,7 @@ class ResponseFormat(_Strict):
         if self.type == "json_object":
             return Constraint("json", _ANY_OBJECT, f"{where}.type")
         if self.type == "json_schema" and self.json_schema is not None:
-            schema = json.dumps(self.json_schema.schema_, sort_keys=True)
+            schema = json.dumps(self.json_schema.schema_)
             return Constraint("json", schema, f"{where}.json_schema.schema")
         return None
 

@@ -209,9 +209,7 @@ def _llg_tokenizer(tokenizer_json: str, vocab_size: int, eos_id: int | None) -> 
     hf = Tokenizer.from_str(tokenizer_json)
     specials = sorted(i for i, t in hf.get_added_tokens_decoder().items() if t.special)
     size = max(vocab_size, hf.get_vocab_size())
-    tokens = [
-        hf.decode([i], skip_special_tokens=False).encode() for i in range(size)
-    ]
+    tokens = [hf.decode([i], skip_special_tokens=False).encode() for i in range(size)]
 
     class _Wrapped:
         """What llguidance's TokenizerWrapper reads: token bytes, special ids, eos, and an encoder."""
@@ -231,9 +229,12 @@ def _llg_tokenizer(tokenizer_json: str, vocab_size: int, eos_id: int | None) -> 
 
 
 def _first_line(message: str) -> str:
-    """llguidance errors carry a caret diagram on later lines; the first line says what is wrong."""
+    """llguidance errors carry a caret diagram on later lines: keep the first line and the reason."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[0][:300] if lines else "invalid"
+    if not lines:
+        return "invalid"
+    why = next((line.removeprefix("error:").strip() for line in lines[1:] if line.startswith("error:")), "")
+    return (f"{lines[0].rstrip(':')}: {why}" if why else lines[0])[:300]
 
 
 def _unpack(bitmask: np.ndarray, vocab: int) -> np.ndarray:

@@ -20,6 +20,7 @@ import pytest
 from bench.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
+from service.api.schemas import CompletionBody, SamplingOptions
 from tests.api.conftest import GEN_MODEL, RNN_MODEL
 from tests.api.metrics_reader import sample
 
@@ -238,3 +239,15 @@ def test_a_repeated_schema_is_a_cache_hit_in_the_metrics(http: httpx.Client) -> 
         native(http, GEN_MODEL, {"structured_outputs": {"json": schema}}, n=1)
     assert sample(http, "seqserve_grammar_cache_total", result="miss", **labels) == before_miss + 1
     assert sample(http, "seqserve_grammar_cache_total", result="hit", **labels) == before_hit + 2
+
+
+def test_schemas_reach_the_engine_with_their_properties_in_order() -> None:
+    # The grammar writes properties in the schema's order: a sorted copy would reorder the output.
+    schema = {"type": "object", "properties": {"speaker": {"type": "string"}, "act": {"type": "integer"}}}
+    native_options = SamplingOptions.model_validate({"structured_outputs": {"json": schema}})
+    body = CompletionBody.model_validate(
+        {"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}
+    )
+    for constraint in (native_options.constraint(), body.options().constraint()):
+        assert constraint is not None and constraint.kind == "json"
+        assert list(json.loads(constraint.spec)["properties"]) == ["speaker", "act"]

@@ -20,6 +20,7 @@ from service.engine import (
     GenerationResult,
     SamplingParams,
 )
+from service.engine.constraints import ConstraintLimits, GrammarCompiler
 from tests.engine.engine_helpers import make_engine, run
 
 MODELS = ["shakespeare-gpt", "shakespeare-lstm"]
@@ -76,6 +77,7 @@ def test_json_schema_samples_all_parse_and_validate(engine: GenerationEngine) ->
     texts = two_hundred(engine, Constraint("json", json.dumps(SCHEMA)), top_p=0.95, max_new_tokens=96)
     for text in texts:
         jsonschema.validate(json.loads(text), SCHEMA)
+        assert list(json.loads(text)) == list(SCHEMA["properties"])  # in the schema's order
     assert len(set(texts)) > 20  # sampled, not one forced string
 
 
@@ -178,3 +180,16 @@ def test_invalid_constraints_are_refused_before_queueing(
     assert str(caught.value).startswith(constraint.field + ": ")
     assert says in str(caught.value)
     assert engine.stats().waiting == 0
+
+
+def test_grammar_size_and_compile_time_limits_name_the_field() -> None:
+    tokenizer_json = (Path("exported_models/shakespeare-gpt/tokenizer.json")).read_text()
+    many = Constraint("choice", json.dumps([f"line {i}" for i in range(400)]), "structured_outputs.choice")
+    small = GrammarCompiler(tokenizer_json, 2048, 2, "limits-test", ConstraintLimits(max_grammar_size=100))
+    with pytest.raises(ConstraintError, match=r"^structured_outputs\.choice: "):
+        small.compile(many)
+    hasty = GrammarCompiler(tokenizer_json, 2048, 2, "limits-test", ConstraintLimits(compile_timeout_s=1e-9))
+    with pytest.raises(ConstraintError, match=r"^structured_outputs\.choice: compiling took .* the limit is"):
+        hasty.compile(many)
+    with pytest.raises(ConstraintError, match="compiling took"):  # a slow grammar is not cached either
+        hasty.compile(many)
