@@ -6,6 +6,7 @@ import pytest
 from service.engine.params import SamplingParams
 from service.engine.sampling import (
     SamplingRow,
+    inverse_cdf,
     log_softmax,
     plain_greedy,
     plain_temperature,
@@ -213,3 +214,11 @@ def test_lean_and_processed_rows_share_a_batch_each_as_it_would_alone() -> None:
     assert int(out.tokens[2]) in np.argsort(-x[2])[:2].tolist()
     assert out.logprobs[0] is None and out.logprobs[2] is not None
     assert out.top_logprobs[2] is not None and len(out.top_logprobs[2]) == 1
+
+
+def test_inverse_cdf_finds_the_entry_across_blocks_and_skips_zero_weights() -> None:
+    weights = np.zeros((4, 130))  # three blocks of 64, the last one padded
+    weights[:, [0, 63, 64, 129]] = [1.0, 1.0, 1.0, 1.0]
+    uniforms = np.array([0.1, 0.3, 0.6, 0.99])
+    assert inverse_cdf(weights, uniforms).tolist() == [0, 63, 64, 129]
+    assert inverse_cdf(weights[:1], np.array([0.25])).tolist() == [63]  # a boundary goes right
