@@ -66,13 +66,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads")
+    parser.add_argument("--threads", type=int, help="ORT intra-op threads (default: the service's)")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
     constraint = Constraint("json", json.dumps(SCHEMA))
     figures: dict[str, dict[str, float]] = {}
     for model_dir in args.models:
-        settings = Settings(max_slots=args.batch, intra_op_threads=args.threads, max_queue=4 * args.batch)
+        threads = {} if args.threads is None else {"intra_op_threads": args.threads}
+        settings = Settings(max_slots=args.batch, max_queue=4 * args.batch, **threads)
         engine = load_generation_model(model_dir, settings)
         engine.start()
         asyncio.run(engine.compile_constraint(constraint))  # compile once: the runs measure decoding
