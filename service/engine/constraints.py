@@ -90,7 +90,7 @@ def grammar_text(constraint: Constraint) -> str:
             lark = "start: " + " | ".join(json.dumps(option) for option in options)
             return llguidance.LLMatcher.grammar_from_lark(lark)
         return llguidance.grammar_from("grammar", spec)  # Lark, or GBNF converted to Lark
-    except (ValueError, TypeError) as exc:
+    except Exception as exc:  # the text is the caller's: whatever it makes the library raise is a 400
         raise ConstraintError(f"{name}: {_first_line(str(exc))}") from None
 
 
@@ -185,7 +185,10 @@ class GrammarCompiler:
             verbose_errors=False,
         )
         grammar = grammar_text(constraint)
-        matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0, limits=limits)
+        try:
+            matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0, limits=limits)
+        except Exception as exc:  # documented not to raise for bad grammars; kept a 400 if it ever does
+            raise ConstraintError(f"{constraint.field}: {_first_line(str(exc))}") from None
         if matcher.is_error():
             raise ConstraintError(f"{constraint.field}: {_first_line(matcher.get_error())}")
         # The first mask does the lazy part of the work: errors and cost show here, not mid-batch.
