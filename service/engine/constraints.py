@@ -14,8 +14,6 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +23,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from service import metrics
+from service.engine.masks import unpack_bitmask
 
 ConstraintKind = Literal["json", "regex", "choice", "grammar"]
 
@@ -75,6 +74,10 @@ class CompiledGrammar:
 
     def matcher(self) -> llguidance.LLMatcher:
         return self._template.deep_copy()
+
+    def for_constraint(self, constraint: Constraint) -> CompiledGrammar:
+        """The same grammar for an equal constraint from another field (errors name that field)."""
+        return CompiledGrammar(constraint, self._template)
 
 
 def grammar_text(constraint: Constraint) -> str:
@@ -158,7 +161,7 @@ class GrammarCompiler:
                 self._cache.move_to_end(key)
         if cached is not None:
             self._hits.inc()
-            return CompiledGrammar(constraint, cached._template)
+            return cached.for_constraint(constraint)
         self.check(constraint)
         self._misses.inc()
         started = time.perf_counter()
@@ -197,7 +200,7 @@ class GrammarCompiler:
         llnp.fill_next_token_bitmask(probe_matcher, probe)
         if probe_matcher.is_error():
             raise ConstraintError(f"{constraint.field}: {_first_line(probe_matcher.get_error())}")
-        if not _unpack(probe, self.vocab_size)[0, self.text_tokens].any():
+        if not unpack_bitmask(probe, self.vocab_size)[0, self.text_tokens].any():
             raise ConstraintError(f"{constraint.field}: no token of this model's vocabulary can start it")
         return matcher
 
@@ -238,55 +241,3 @@ def _first_line(message: str) -> str:
         return "invalid"
     why = next((line.removeprefix("error:").strip() for line in lines[1:] if line.startswith("error:")), "")
     return (f"{lines[0].rstrip(':')}: {why}" if why else lines[0])[:300]
-
-
-def _unpack(bitmask: np.ndarray, vocab: int) -> np.ndarray:
-    """llguidance's int32 bitmask `[rows, ceil(vocab / 32)]` (bit i of word j: token 32j + i) as bools."""
-    bits = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")
-    return bits[:, :vocab].astype(bool)
-
-
-class MaskBatch:
-    """The allowed-token masks of one step's constrained rows, computed on the mask thread."""
-
-    def __init__(self, rows: np.ndarray, future: Future[np.ndarray], text_tokens: np.ndarray) -> None:
-        self.rows = rows  # indices into the step's rows
-        self._future = future
-        self._text_tokens = text_tokens
-
-    def wait(self) -> None:
-        self._future.result()
-
-    def allowed(self) -> np.ndarray:
-        """Bool `[len(rows), vocab]`: True where the token keeps the output on the grammar."""
-        return _unpack(self._future.result(), len(self._text_tokens)) & self._text_tokens
-
-
-class MaskWorker:
-    """One thread that computes masks while the scheduler thread runs the model: llguidance and ORT
-    both release the GIL, so the two overlap. llguidance spreads a batch over its own threads."""
-
-    def __init__(self, text_tokens: np.ndarray, name: str) -> None:
-        self._text_tokens = text_tokens  # special tokens other than eos are never allowed
-        self._words = (len(text_tokens) + 31) // 32
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"masks-{name}")
-        self._executor: llguidance.LLExecutor | None = None
-
-    def start(self, matchers: Sequence[llguidance.LLMatcher | None]) -> MaskBatch | None:
-        """Begin the masks of the rows that have a matcher; None when no row is constrained."""
-        rows = [i for i, m in enumerate(matchers) if m is not None]
-        if not rows:
-            return None
-        pairs = [(matchers[i], j) for j, i in enumerate(rows)]
-        future = self._pool.submit(self._fill, pairs)
-        return MaskBatch(np.array(rows, dtype=np.int64), future, self._text_tokens)
-
-    def _fill(self, pairs: list[tuple[llguidance.LLMatcher, int]]) -> np.ndarray:
-        if self._executor is None:
-            self._executor = llguidance.LLExecutor()
-        bitmask = np.empty((len(pairs), self._words), dtype=np.int32)
-        llnp.fill_next_token_bitmask_par(self._executor, pairs, bitmask)
-        return bitmask
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)

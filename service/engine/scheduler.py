@@ -17,9 +17,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from service import metrics
-from service.engine.constraints import MaskBatch, MaskWorker
 from service.engine.errors import EngineStoppedError, QueueFullError
 from service.engine.kv_cache import SlotAllocator
+from service.engine.masks import MaskBatch, MaskWorker
 from service.engine.request import (
     Delivery,
     FinishEvent,
