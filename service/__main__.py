@@ -19,6 +19,7 @@ def main() -> int:
         print(f"invalid SEQSERVE_* settings:\n{exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_format)
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
     # uvloop: the event loop's own work per streamed token (socket writes, callbacks) costs less.
     return uvloop.run(serve(settings))
 

@@ -152,6 +152,7 @@ class GenerationEngine:
             raise ValueError(f"n: at most {self.runner.max_slots} (the engine's slots)")
         if not self._ready:
             raise EngineStoppedError(f"model {self.name!r} is not ready")
+        self._scheduler.check_room()  # before tokenising: a refusal at a full server costs little
         prompt = self.encode(request)
         if params.constraint is None:
             grammar = None
@@ -167,6 +168,15 @@ class GenerationEngine:
         self._handles.add(handle)
         handle.done.add_done_callback(lambda _f: self._handles.discard(handle))
         return handle
+
+    def check_room(self) -> None:
+        """Raise QueueFullError now if a request would be refused (racy, cheap; submit checks exactly)."""
+        self._scheduler.check_room()
+
+    @property
+    def saturated(self) -> bool:
+        """No slot and no queue place is free: a new request would be refused (read without the lock)."""
+        return self._ready and not self._scheduler.has_room
 
     def stats(self) -> EngineStats:
         running, waiting = self._scheduler.counts()
