@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import uvloop
 from pydantic import ValidationError
 
 from service.logging_setup import setup_logging
 from service.settings import load_settings
-from service.worker_process import become_worker, worker_index
+from service.worker_process import become_worker, worker_index, worker_settings
 
 
 def main() -> int:
@@ -30,11 +31,13 @@ def main() -> int:
         return asyncio.run(supervise(settings))
     if index is not None:
         become_worker(index)
+        settings = worker_settings(settings)
     # Imported here, not above: the supervisor needs neither the engine nor the API (onnxruntime,
     # FastAPI, grpc), and N workers are enough copies of them.
     from service.api.server import serve
 
-    return asyncio.run(serve(settings, index))
+    # uvloop: the event loop's own work per streamed token (socket writes, callbacks) costs less.
+    return uvloop.run(serve(settings, index))
 
 
 if __name__ == "__main__":

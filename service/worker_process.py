@@ -1,5 +1,6 @@
 """What a worker started by the supervisor (SEQSERVE_WORKERS > 1) does beyond serving: it learns its
-index from the environment, tags its log lines with it, and ends with its supervisor.
+index from the environment, tags its log lines with it, ends with its supervisor, and takes its
+share of the cores.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import logging
 import os
 import signal
 import sys
+
+from service.settings import Settings
 
 # Set by the supervisor for each worker it starts; their absence means "not a worker".
 WORKER_INDEX_ENV = "SEQSERVE_WORKER_INDEX"
@@ -41,6 +44,18 @@ def become_worker(index: int) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerField(index))
     _end_with_supervisor()
+
+
+def worker_settings(settings: Settings) -> Settings:
+    """With ORT threads on auto (0), a worker takes its share of the cores, less one for its event
+    loop: each worker sees every core of the pod, and N workers each taking all of them would run N
+    times too many threads. Explicit values, and CUDA (one launching thread), stay as they are."""
+    if settings.intra_op_threads or settings.provider != "cpu":
+        return settings
+    from service.engine.capacity import usable_cores  # the engine's own rule for one process
+
+    share = max(1, usable_cores() // settings.workers - 1)
+    return settings.model_copy(update={"intra_op_threads": share})
 
 
 def _end_with_supervisor() -> None:

@@ -83,7 +83,13 @@ class GenerationEngine:
         self._scheduler.start()
         self._ready = True
         metrics.MODEL_READY.labels(model=self.name).set(1)
-        log.info("model %s ready on %s with %d slots", self.name, self.provider, self.runner.max_slots)
+        log.info(
+            "model %s ready on %s with %d slots and %d ORT threads",
+            self.name,
+            self.provider,
+            self.runner.max_slots,
+            self.runner.session.threads,
+        )
 
     def encode(self, request: GenerationRequest) -> list[int]:
         """Prompt token ids, checked against the context: raises PromptTooLongError or ValueError."""
