@@ -315,3 +315,14 @@ def test_workers_drain_and_exit_when_the_supervisor_is_killed(lstm_models: Path,
         for pid in pids.values():  # never leave an orphan behind, even when the test fails
             if not has_exited(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_workers_on_auto_threads_share_the_cores_and_explicit_settings_stay() -> None:
+    from service.engine.capacity import usable_cores
+    from service.settings import Settings
+    from service.worker_process import worker_settings
+
+    crowded = Settings(workers=usable_cores(), intra_op_threads=0)
+    assert worker_settings(crowded).intra_op_threads == 1, "a core each: the event loop's, and one thread"
+    assert worker_settings(Settings(workers=2, intra_op_threads=3)).intra_op_threads == 3
+    assert worker_settings(Settings(workers=2, provider="cuda")).intra_op_threads == 0, "the engine's rule"
