@@ -36,6 +36,7 @@ def main() -> int:
     # FastAPI, grpc), and N workers are enough copies of them.
     from service.api.server import serve
 
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
     # uvloop: the event loop's own work per streamed token (socket writes, callbacks) costs less.
     return uvloop.run(serve(settings, index))
 

@@ -120,6 +120,7 @@ class GenerationEngine:
             raise ValueError(f"n: at most {self.runner.max_slots} (the engine's slots)")
         if not self._ready:
             raise EngineStoppedError(f"model {self.name!r} is not ready")
+        self._scheduler.check_room()  # before tokenising: a refusal at a full server costs little
         prompt = self.encode(request)
         loop = asyncio.get_running_loop()
         handle = RequestHandle(request, prompt, loop, self._scheduler.wake)
@@ -130,6 +131,11 @@ class GenerationEngine:
         self._handles.add(handle)
         handle.done.add_done_callback(lambda _f: self._handles.discard(handle))
         return handle
+
+    @property
+    def saturated(self) -> bool:
+        """No slot and no queue place is free: a new request would be refused (read without the lock)."""
+        return self._ready and not self._scheduler.has_room
 
     def stats(self) -> EngineStats:
         running, waiting = self._scheduler.counts()
