@@ -7,7 +7,7 @@ length, texts per request) are checked by the core, which knows the settings and
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -251,6 +251,3 @@ class SentimentBody(_Strict):
     model: ModelName | None = None
     texts: list[Text] = Field(min_length=1)
     request_id: RequestId | None = None
-
-
-Task = Literal["generate", "classify"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,6 @@ class SamplingParams:
     prompt_logprobs: bool = False
     min_new_tokens: int = 0
     skip_special_tokens: bool = True
-    extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Lists from JSON become tuples so params stay hashable and immutable.
