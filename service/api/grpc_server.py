@@ -21,12 +21,12 @@ from grpc_reflection.v1alpha import reflection
 from service.api import grpc_convert as convert
 from service.api import native
 from service.api.core import InferenceCore
-from service.api.errors import ApiError, ErrorKind
+from service.api.errors import ApiError, ErrorKind, fields_named_by
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generation import Generation, RequestRecord
 from service.api.grpc_wire import Malformed, safe_deserializer
 from service.api.middleware import key_matches
-from service.api.schemas import REQUEST_ID_PATTERN
+from service.api.schemas import REQUEST_ID_PATTERN, native_param
 from service.registry import ModelEntry, ModelState
 from service.settings import Settings
 
@@ -60,16 +60,11 @@ class InferenceServicer:
 
     def _submit(self, record: RequestRecord, request: pb.GenerateRequest, stream: bool) -> Generation:
         """The one path from a GenerateRequest to the core, shared by the unary and streaming calls."""
-        prompt, field = convert.prompt(request)
-        return self.core.submit(
-            record,
-            request.model or None,
-            [prompt],
-            convert.options(request.params),
-            stream=stream,
-            param_prefix="params.",
-            prompt_field=field,
-        )
+        prompt = convert.prompt(request)
+        with fields_named_by(native_param):
+            return self.core.submit(
+                record, request.model or None, [prompt], convert.options(request.params), stream=stream
+            )
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext

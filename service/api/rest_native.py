@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api import native
 from service.api.core import InferenceCore
-from service.api.errors import ApiError, ErrorKind, invalid
+from service.api.errors import ApiError, ErrorKind, fields_named_by
 from service.api.generation import Generation
 from service.api.rest_support import EventStream, parse_body, sse, unless_disconnected
 from service.api.schemas import GenerateBody
@@ -29,20 +29,8 @@ async def generate(request: Request) -> Response:
         body = await parse_body(request, GenerateBody)
         if body.request_id:
             record.request_id = body.request_id
-        if (body.prompt is None) == (body.prompt_token_ids is None):
-            raise invalid("prompt", "give exactly one of prompt and prompt_token_ids")
-        prompt_field = "prompt" if body.prompt is not None else "prompt_token_ids"
-        prompt = body.prompt if body.prompt is not None else body.prompt_token_ids
-        assert prompt is not None
-        gen = core.submit(
-            record,
-            body.model,
-            [prompt],
-            body.params,
-            stream=body.stream,
-            param_prefix="params.",
-            prompt_field=prompt_field,
-        )
+        with fields_named_by(body.param):
+            gen = core.submit(record, body.model, [body.the_prompt()], body.params, stream=body.stream)
         headers = {"x-request-id": record.request_id}
         if body.stream:
             record.detached = True  # the stream closes the record when it ends

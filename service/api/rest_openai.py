@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api import openai_format as fmt
 from service.api.core import InferenceCore
-from service.api.errors import ApiError, ErrorKind
+from service.api.errors import ApiError, ErrorKind, fields_named_by
 from service.api.generation import Generation
 from service.api.rest_support import EventStream, parse_body, sse, unless_disconnected
 from service.api.schemas import CompletionBody
@@ -30,9 +30,10 @@ async def completions(request: Request) -> Response:
         body = await parse_body(request, CompletionBody)
         prompts = body.prompts()
         echo = bool(body.echo)
-        gen = core.submit(
-            record, body.model, prompts, body.options(), stream=bool(body.stream), returns_prompt=echo
-        )
+        with fields_named_by(body.param):
+            gen = core.submit(
+                record, body.model, prompts, body.options(), stream=bool(body.stream), returns_prompt=echo
+            )
         headers = {"x-request-id": record.request_id}
         if body.stream:
             record.detached = True  # the stream closes the record when it ends

@@ -7,7 +7,8 @@ Public interface (everything the REST/gRPC adapters need)::
         GenerationEngine, GenerationRequest, SamplingParams,
         RequestHandle, TokenEvent, FinishEvent, Usage, GenerationResult,
         ClassifierBatcher, Classification,
-        QueueFullError, EngineStoppedError, PromptTooLongError, ModelIntegrityError, ManifestError,
+        QueueFullError, EngineStoppedError, InvalidRequestError, PromptTooLongError,
+        ModelIntegrityError, ManifestError,
     )
 
     engine = load_generation_model(Path("exported_models/shakespeare-gpt"), settings)
@@ -26,8 +27,10 @@ Public interface (everything the REST/gRPC adapters need)::
     await asyncio.to_thread(clf.start)
     [c.label for c in await clf.classify(["a fine film"])]
 
-Errors: `submit` raises QueueFullError (-> 429), EngineStoppedError (-> 503), ValueError and
-PromptTooLongError (-> 400; SamplingParams validates at construction and names the field).
+Errors: `submit` raises QueueFullError (-> 429), EngineStoppedError (-> 503) and InvalidRequestError
+(-> 400, a ValueError; PromptTooLongError is one): `.field` names the parameter, `.rule` the rule.
+SamplingParams validates at construction the same way. Prompt + max_new_tokens must fit the model's
+trained context (`context_length`; recurrent models have none).
 Finish reasons: "stop" (eos, stop token id, or stop string), "length" (max_new_tokens or the end of
 the context), "cancelled", "error" (a model failure; `FinishEvent.error` says what).
 Logprobs are the log-softmax of the processed distribution the token was drawn from (after
@@ -41,6 +44,7 @@ from service.engine.engine import EngineStats, GenerationEngine
 from service.engine.errors import (
     EngineError,
     EngineStoppedError,
+    InvalidRequestError,
     ManifestError,
     ModelIntegrityError,
     PromptTooLongError,
@@ -75,6 +79,7 @@ __all__ = [
     "GenerationEngine",
     "GenerationRequest",
     "GenerationResult",
+    "InvalidRequestError",
     "Manifest",
     "ManifestError",
     "ModelIntegrityError",

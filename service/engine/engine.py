@@ -10,7 +10,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from service import metrics
-from service.engine.errors import EngineStoppedError, PromptTooLongError
+from service.engine.errors import EngineStoppedError, InvalidRequestError, PromptTooLongError
 from service.engine.request import GenerationRequest, RequestHandle
 from service.engine.runner import ModelRunner
 from service.engine.scheduler import Scheduler
@@ -59,6 +59,8 @@ class GenerationEngine:
         # Prompts are bounded by the setting, else by the trained context; never beyond the KV buffer.
         wanted = max_prompt_tokens or context_length or (1 << 30)
         self.max_prompt_tokens = min(wanted, runner.max_len or (1 << 30))
+        # The trained context (None for recurrent models, which have none): prompt + new tokens fit in it.
+        self.context_length = context_length
         self.max_new_tokens = max_new_tokens
         self._warmup = warmup
         self._prefill_chunk_tokens = prefill_chunk_tokens
@@ -66,6 +68,11 @@ class GenerationEngine:
         self._handles: set[RequestHandle] = set()
         self._ready = False
         metrics.MODEL_READY.labels(model=name).set(0)
+
+    @property
+    def capacity(self) -> int:
+        """Requests it holds at once, running and waiting: more than this are never admitted together."""
+        return self.runner.max_slots + self._scheduler.max_queue
 
     @property
     def provider(self) -> str:
@@ -86,35 +93,53 @@ class GenerationEngine:
         log.info("model %s ready on %s with %d slots", self.name, self.provider, self.runner.max_slots)
 
     def encode(self, request: GenerationRequest) -> list[int]:
-        """Prompt token ids, checked against the context: raises PromptTooLongError or ValueError."""
+        """Prompt token ids, checked against the limits: raises PromptTooLongError or InvalidRequestError
+        naming the field the prompt came in (`prompt` or `prompt_token_ids`)."""
         if request.prompt_token_ids is not None:
+            field = "prompt_token_ids"
             ids = list(request.prompt_token_ids)
             if any(t < 0 or t >= self.runner.vocab_size for t in ids):
-                raise ValueError(f"prompt_token_ids: ids must be in [0, {self.runner.vocab_size})")
+                raise InvalidRequestError(field, f"ids must be in [0, {self.runner.vocab_size})")
         else:
+            field = "prompt"
             ids = self.tokenizer.encode(request.prompt or "", add_special_tokens=False).ids
         if not ids:
-            raise ValueError("prompt: must contain at least one token")
+            raise InvalidRequestError(field, "must contain at least one token")
         if len(ids) > self.max_prompt_tokens:
             raise PromptTooLongError(
-                f"prompt: {len(ids)} tokens, the limit for {self.name!r} is {self.max_prompt_tokens}"
+                field, f"{len(ids)} tokens, the limit for {self.name!r} is {self.max_prompt_tokens}"
             )
         return ids
+
+    def check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Prompt + max_new_tokens must fit the trained context (as vLLM's max_model_len): past it a
+        Transformer's text degrades. A prompt that fills the context may still ask for the one token
+        its last position predicts (scoring a prompt asks for one). Recurrent models have no limit."""
+        if self.context_length is None:
+            return
+        room = max(self.context_length - prompt_tokens, 1)
+        if max_new_tokens > room:
+            raise InvalidRequestError(
+                "max_new_tokens",
+                f"at most {room} for this prompt: its {prompt_tokens} tokens and the new ones must fit "
+                f"{self.name!r}'s context of {self.context_length} tokens",
+            )
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
         """Queue a request from a running event loop; events arrive on that loop.
 
         Raises QueueFullError (queue at its bound), EngineStoppedError (not started or draining),
-        ValueError/PromptTooLongError (invalid request).
+        InvalidRequestError/PromptTooLongError (invalid request: the field and the rule).
         """
         params = request.params
         if params.max_new_tokens > self.max_new_tokens:
-            raise ValueError(f"max_new_tokens: at most {self.max_new_tokens} for {self.name!r}")
+            raise InvalidRequestError("max_new_tokens", f"at most {self.max_new_tokens} on this server")
         if params.n > self.runner.max_slots:
-            raise ValueError(f"n: at most {self.runner.max_slots} (the engine's slots)")
+            raise InvalidRequestError("n", f"at most {self.runner.max_slots} (the engine's slots)")
         if not self._ready:
             raise EngineStoppedError(f"model {self.name!r} is not ready")
         prompt = self.encode(request)
+        self.check_context(len(prompt), params.max_new_tokens)
         loop = asyncio.get_running_loop()
         handle = RequestHandle(request, prompt, loop, self._scheduler.wake)
         stop_ids = set(params.stop_token_ids)

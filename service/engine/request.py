@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from service.engine.errors import InvalidRequestError
 from service.engine.params import SamplingParams
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
@@ -29,7 +30,7 @@ class GenerationRequest:
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.prompt_token_ids is None):
-            raise ValueError("prompt: give exactly one of prompt or prompt_token_ids")
+            raise InvalidRequestError("prompt", "give exactly one of prompt and prompt_token_ids")
         if self.prompt_token_ids is not None:
             object.__setattr__(self, "prompt_token_ids", tuple(int(t) for t in self.prompt_token_ids))
 
