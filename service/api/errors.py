@@ -29,6 +29,8 @@ class ErrorKind(Enum):
     INTERNAL = (500, grpc.StatusCode.INTERNAL, "server_error")
     UNAVAILABLE = (503, grpc.StatusCode.UNAVAILABLE, "service_unavailable")
     DEADLINE_EXCEEDED = (504, grpc.StatusCode.DEADLINE_EXCEEDED, "timeout")
+    # Waited in the queue past its limit: retryable over HTTP, the caller's deadline over gRPC.
+    QUEUE_TIMEOUT = (503, grpc.StatusCode.DEADLINE_EXCEEDED, "service_unavailable")
 
     @property
     def http_status(self) -> int:
@@ -50,6 +52,8 @@ class ApiError(Exception):
     kind: ErrorKind
     message: str
     param: str | None = None
+    # Worth a retry later: REST adds Retry-After (always with 429).
+    retry_after: bool = False
 
     def __str__(self) -> str:
         return self.message

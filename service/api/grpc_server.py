@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from service.api import grpc_convert as convert
 from service.api import native
 from service.api.core import InferenceCore
-from service.api.errors import ApiError, ErrorKind, fields_named_by
+from service.api.errors import ApiError, fields_named_by
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generation import Generation, RequestRecord
 from service.api.grpc_wire import Malformed, safe_deserializer
@@ -78,8 +78,8 @@ class InferenceServicer:
                 finally:
                     if not gen.done:
                         gen.cancel()  # cancelled or past its deadline: free the slot
-                if record.error:
-                    raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+                if failure := gen.failure():
+                    raise failure
                 await context.send_initial_metadata((("x-request-id", record.request_id),))
                 return convert.generate_response(native.response(gen, results[0]))
         except ApiError as exc:
@@ -103,8 +103,8 @@ class InferenceServicer:
                 finally:
                     if not gen.done:
                         gen.cancel()
-                if record.error:
-                    raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+                if failure := gen.failure():
+                    raise failure
         except ApiError as exc:
             await context.abort(exc.kind.grpc_code, exc.message)
 

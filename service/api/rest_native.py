@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api import native
 from service.api.core import InferenceCore
-from service.api.errors import ApiError, ErrorKind, fields_named_by
+from service.api.errors import ErrorKind, fields_named_by
 from service.api.generation import Generation
 from service.api.rest_support import EventStream, parse_body, sse, unless_disconnected
 from service.api.schemas import GenerateBody
@@ -36,18 +36,23 @@ async def generate(request: Request) -> Response:
             record.detached = True  # the stream closes the record when it ends
             return EventStream(_stream(core, gen), on_close=lambda: core.close_generation(gen))
         results = await unless_disconnected(request, gen.results(), gen.cancel)
-        if record.error:
-            raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+        if failure := gen.failure():
+            raise failure
         return JSONResponse(native.response(gen, results[0]), headers=headers)
 
 
 async def _stream(core: InferenceCore, gen: Generation) -> AsyncIterator[bytes]:
-    """One SSE message per token and per finished sample, then `data: [DONE]`."""
+    """One SSE message per token and per finished sample, then `data: [DONE]`. A stream the server
+    stopped (drain timeout, queue time limit) ends with an error event before it; a failed stream is
+    logged and counted with its error status, not 200."""
     first = True
     async for batch in gen.event_batches():
         # One write for whatever arrived together (a backlog when the loop is busy), not one per token.
         messages = native.stream_messages(gen, (event for _, event in batch), first)
         first = False
         yield b"".join(sse(message) for message in messages)
+    failure = gen.failure()
+    if failure is not None and failure.kind is not ErrorKind.INTERNAL:
+        yield sse(failure.body())  # stopped by the server: the finish messages say "cancelled"
     yield sse("[DONE]")
-    core.end(gen.record)
+    core.end(gen.record, failure.kind.http_status if failure else None, failure.message if failure else None)

@@ -41,8 +41,8 @@ async def completions(request: Request) -> Response:
             stream = _stream(core, gen, prompts, echo, body.logprobs, include_usage)
             return EventStream(stream, on_close=lambda: core.close_generation(gen))
         results = await unless_disconnected(request, gen.results(), gen.cancel)
-        if record.error:
-            raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+        if failure := gen.failure():
+            raise failure
         return JSONResponse(fmt.response(gen, results, prompts, echo, body.logprobs), headers=headers)
 
 
@@ -63,7 +63,8 @@ async def _stream(
     if include_usage:
         yield sse(fmt.usage_chunk(gen))
     yield sse("[DONE]")
-    core.end(gen.record, ErrorKind.INTERNAL.http_status if gen.record.error else None)
+    failure = gen.failure()
+    core.end(gen.record, failure.kind.http_status if failure else None, failure.message if failure else None)
 
 
 class _StreamMessages:
@@ -82,6 +83,7 @@ class _StreamMessages:
         if logprobs is not None:
             self.builders = {i: fmt.LogprobsBuilder(gen) for i in range(len(prompts) * gen.n)}
         self.echoed: set[int] = set()
+        self.stopped = False
 
     def of(self, p_index: int, event: Event) -> Iterator[bytes]:
         gen, usage = self.gen, self.include_usage
@@ -101,6 +103,13 @@ class _StreamMessages:
         if isinstance(event, FinishEvent):
             if event.finish_reason == "error":
                 yield sse(ApiError(ErrorKind.INTERNAL, f"the model failed: {event.error}").body())
+                return
+            if event.finish_reason in ("cancelled", "timeout"):  # stopped by the server: one error event
+                if not self.stopped:
+                    self.stopped = True
+                    failure = self.gen.failure()
+                    assert failure is not None
+                    yield sse(failure.body())
                 return
             yield sse(fmt.chunk(gen, index, event.text, None, event.finish_reason, event.stop_reason, usage))
             return

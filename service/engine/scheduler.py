@@ -339,7 +339,7 @@ class Scheduler:
         if not job.handle.request.stream and not (final or job.done):
             job.held.append(item)  # a unary request gets everything at once, when it is done
             return
-        outbox = self._outbox.setdefault(job.handle._loop, [])
+        outbox = self._outbox.setdefault(job.handle.loop, [])
         if job.held:
             outbox.extend((job.handle, held) for held in job.held)
             job.held.clear()
@@ -356,7 +356,7 @@ class Scheduler:
         outbox, self._outbox = self._outbox, {}
         for loop, items in outbox.items():
             try:
-                loop.call_soon_threadsafe(_deliver_all, items)
+                loop.call_soon_threadsafe(RequestHandle.deliver_all, items)
             except RuntimeError:  # the caller's loop is closed: nobody is listening any more
                 log.debug("dropping events for a closed event loop")
 
@@ -370,9 +370,3 @@ class Scheduler:
         self._metrics.waiting.set(waiting)
         self._metrics.slots_used.set(used)
         self._metrics.slots_usage.set(used / self.runner.max_slots)
-
-
-def _deliver_all(items: list[tuple[RequestHandle, Delivery]]) -> None:
-    """Runs on the caller's event loop."""
-    for handle, item in items:
-        handle._deliver(item)
