@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from tokenizers import Tokenizer
 
 from service.api.errors import ApiError, ErrorKind
+from service.api.token_labels import TokenLabels
 from service.engine import (
     Event,
     FinishEvent,
@@ -78,6 +79,7 @@ class Generation:
         self.created = int(time.time())
         record.prompt_tokens = sum(len(h.prompt_token_ids) for h in handles)
         self._token_text: dict[int, str] = {}
+        self._labels: TokenLabels | None = None
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -90,6 +92,13 @@ class Generation:
             text = self.tokenizer.decode([token_id], skip_special_tokens=False)
             self._token_text[token_id] = text
         return text
+
+    @property
+    def labels(self) -> TokenLabels:
+        """OpenAI's names of tokens (a piece of a character by its bytes), made when first asked for."""
+        if self._labels is None:
+            self._labels = TokenLabels(self.tokenizer)
+        return self._labels
 
     def cancel(self) -> None:
         for handle in self.handles:

@@ -93,13 +93,12 @@ class _StreamMessages:
             # The prompt goes first, once per choice; its logprobs are known once the prompt is prefilled.
             self.echoed.add(index)
             lp = None
+            text = fmt.prompt_text(gen, self.prompts[p_index])
             if builder is not None:
                 handle = gen.handles[p_index]
-                builder.add_prompt(handle.prompt_token_ids, handle.prompt_logprobs)
+                builder.add_prompt(handle.prompt_token_ids, handle.prompt_logprobs, text)
                 lp = builder.take()
-            yield sse(
-                fmt.chunk(gen, index, fmt.prompt_text(gen, self.prompts[p_index]), lp, None, None, usage)
-            )
+            yield sse(fmt.chunk(gen, index, text, lp, None, None, usage))
         if isinstance(event, FinishEvent):
             if event.finish_reason == "error":
                 yield sse(ApiError(ErrorKind.INTERNAL, f"the model failed: {event.error}").body())
