@@ -203,11 +203,13 @@ class InferenceCore:
         *,
         stream: bool,
         returns_prompt: bool = False,
+        queue_timeout: float | None = None,
     ) -> Generation:
         """Queue one engine request per prompt (all or none) and return them as one Generation.
 
         `returns_prompt` (OpenAI echo) allows max_tokens 0, as prompt_logprobs does: scoring only.
         Without `stream` the engine hands the events over in one go at the end (no per-token wake-ups).
+        `queue_timeout` (seconds) bounds its wait in the queue, below the server's own limit.
         Invalid requests raise InvalidRequestError naming the field as the engine does: the adapter
         reports it under its own schema's name (errors.fields_named_by).
         """
@@ -234,13 +236,15 @@ class InferenceCore:
         try:
             for i, prompt in enumerate(prompts):
                 rid = record.request_id if len(prompts) == 1 else f"{record.request_id}-{i}"
-                if isinstance(prompt, str):
-                    request = GenerationRequest(prompt=prompt, params=params, request_id=rid, stream=stream)
-                else:
-                    ids = tuple(prompt)
-                    request = GenerationRequest(
-                        prompt_token_ids=ids, params=params, request_id=rid, stream=stream
-                    )
+                text, ids = (prompt, None) if isinstance(prompt, str) else (None, tuple(prompt))
+                request = GenerationRequest(
+                    prompt=text,
+                    prompt_token_ids=ids,
+                    params=params,
+                    request_id=rid,
+                    stream=stream,
+                    queue_timeout=queue_timeout,
+                )
                 handles.append(engine.submit(request))
         except BaseException as exc:
             for handle in handles:

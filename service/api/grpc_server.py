@@ -58,12 +58,27 @@ class InferenceServicer:
             )
         return rid or metadata.get("x-request-id") or None
 
-    def _submit(self, record: RequestRecord, request: pb.GenerateRequest, stream: bool) -> Generation:
-        """The one path from a GenerateRequest to the core, shared by the unary and streaming calls."""
+    def _submit(
+        self,
+        record: RequestRecord,
+        request: pb.GenerateRequest,
+        context: grpc.aio.ServicerContext,
+        stream: bool,
+    ) -> Generation:
+        """The one path from a GenerateRequest to the core, shared by the unary and streaming calls.
+        The client's deadline bounds the queue wait like the request's own `timeout`."""
         prompt = convert.prompt(request)
+        waits = [request.timeout] if request.HasField("timeout") else []
+        if (remaining := context.time_remaining()) is not None:
+            waits.append(max(remaining, 0.0))
         with fields_named_by(native_param):
             return self.core.submit(
-                record, request.model or None, [prompt], convert.options(request.params), stream=stream
+                record,
+                request.model or None,
+                [prompt],
+                convert.options(request.params),
+                stream=stream,
+                queue_timeout=min(waits, default=None),
             )
 
     async def Generate(
@@ -72,7 +87,7 @@ class InferenceServicer:
         rid = await self._admit(request, context)
         try:
             async with self.core.track("grpc.Generate", rid) as record:
-                gen = self._submit(record, request, stream=False)
+                gen = self._submit(record, request, context, stream=False)
                 try:
                     results = await gen.results()
                 finally:
@@ -91,7 +106,7 @@ class InferenceServicer:
         rid = await self._admit(request, context)
         try:
             async with self.core.track("grpc.GenerateStream", rid) as record:
-                gen = self._submit(record, request, stream=True)
+                gen = self._submit(record, request, context, stream=True)
                 try:
                     await context.send_initial_metadata((("x-request-id", record.request_id),))
                     first = True

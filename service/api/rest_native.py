@@ -30,7 +30,14 @@ async def generate(request: Request) -> Response:
         if body.request_id:
             record.request_id = body.request_id
         with fields_named_by(body.param):
-            gen = core.submit(record, body.model, [body.the_prompt()], body.params, stream=body.stream)
+            gen = core.submit(
+                record,
+                body.model,
+                [body.the_prompt()],
+                body.params,
+                stream=body.stream,
+                queue_timeout=body.timeout,
+            )
         headers = {"x-request-id": record.request_id}
         if body.stream:
             record.detached = True  # the stream closes the record when it ends

@@ -32,7 +32,13 @@ async def completions(request: Request) -> Response:
         echo = bool(body.echo)
         with fields_named_by(body.param):
             gen = core.submit(
-                record, body.model, prompts, body.options(), stream=bool(body.stream), returns_prompt=echo
+                record,
+                body.model,
+                prompts,
+                body.options(),
+                stream=bool(body.stream),
+                returns_prompt=echo,
+                queue_timeout=body.timeout,
             )
         headers = {"x-request-id": record.request_id}
         if body.stream:

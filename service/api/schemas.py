@@ -69,6 +69,8 @@ Penalty = Annotated[float, Field(ge=MIN_PENALTY, le=MAX_PENALTY, allow_inf_nan=F
 N = Annotated[int, Field(ge=1, le=MAX_N)]
 Seed = Annotated[int, Field(ge=0, lt=SEED_BOUND)]
 Logprobs = Annotated[int, Field(ge=0, le=MAX_LOGPROBS)]
+# Seconds a request may wait in the queue before it starts (the server's own limit applies too).
+QueueTimeout = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 ModelName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_valid_unicode)]
 
 
@@ -162,6 +164,7 @@ class GenerateBody(_Strict):
     params: SamplingOptions = Field(default_factory=SamplingOptions)
     stream: bool = False
     request_id: RequestId | None = None
+    timeout: QueueTimeout | None = None
 
     param = staticmethod(native_param)
 
@@ -204,6 +207,7 @@ class CompletionBody(_Strict):
     stop_token_ids: list[TokenId] | None = None
     ignore_eos: bool | None = False
     min_tokens: MaxTokens | None = 0
+    timeout: QueueTimeout | None = None  # our extension: seconds it may wait in the queue
 
     @field_validator("prompt")
     @classmethod

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 
 from service import metrics
 from service.engine.errors import EngineStoppedError, InvalidRequestError, PromptTooLongError
-from service.engine.request import GenerationRequest, RequestHandle
+from service.engine.request import FinishEvent, GenerationRequest, RequestHandle, Usage
 from service.engine.runner import ModelRunner
 from service.engine.scheduler import Scheduler
 from service.engine.sequence import Job
@@ -46,6 +46,7 @@ class GenerationEngine:
         tokenizer: Tokenizer,
         eos_id: int | None,
         max_queue: int = 64,
+        max_queue_time_s: float | None = None,
         max_prompt_tokens: int | None = None,
         context_length: int | None = None,
         max_new_tokens: int = 512,
@@ -62,6 +63,7 @@ class GenerationEngine:
         # The trained context (None for recurrent models, which have none): prompt + new tokens fit in it.
         self.context_length = context_length
         self.max_new_tokens = max_new_tokens
+        self.max_queue_time_s = max_queue_time_s
         self._warmup = warmup
         self._prefill_chunk_tokens = prefill_chunk_tokens
         self._scheduler = Scheduler(runner, tokenizer, name, max_queue, prefill_chunk_tokens)
@@ -145,10 +147,32 @@ class GenerationEngine:
         stop_ids = set(params.stop_token_ids)
         if self.eos_id is not None and not params.ignore_eos:
             stop_ids.add(self.eos_id)
-        self._scheduler.submit(Job(handle, np.asarray(prompt, dtype=np.int64), frozenset(stop_ids)))
+        job = Job(handle, np.asarray(prompt, dtype=np.int64), frozenset(stop_ids))
+        self._scheduler.submit(job)
         self._handles.add(handle)
-        handle.done.add_done_callback(lambda _f: self._handles.discard(handle))
+        limits = [t for t in (self.max_queue_time_s, request.queue_timeout) if t is not None]
+        if limits:
+            # The timer runs on the caller's loop; the scheduler thread never looks at the clock.
+            timer = loop.call_later(min(limits), self._expire, job, min(limits))
+
+            def forget(_: asyncio.Future[None]) -> None:
+                timer.cancel()
+                self._handles.discard(handle)
+
+            handle.done.add_done_callback(forget)
+        else:
+            handle.done.add_done_callback(lambda _f: self._handles.discard(handle))
         return handle
+
+    def _expire(self, job: Job, waited: float) -> None:
+        """A request still waiting when its queue time runs out leaves the queue: it ends with
+        "timeout" (the caller retries, perhaps elsewhere) and never takes a slot."""
+        if not self._scheduler.expire(job):
+            return  # admitted (or dropped) meanwhile: it runs as usual
+        error = f"waited {waited:g} s in the queue of {self.name!r} without starting"
+        usage = Usage(len(job.prompt), 0)
+        for index in range(job.params.n):
+            job.handle.deliver(FinishEvent(index, "timeout", usage=usage, error=error))
 
     def stats(self) -> EngineStats:
         running, waiting = self._scheduler.counts()

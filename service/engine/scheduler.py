@@ -84,6 +84,19 @@ class Scheduler:
             self._attention = True
             self._cond.notify()
 
+    def expire(self, job: Job) -> bool:
+        """Take a job out of the queue if it is still waiting (its queue time ran out); False when it
+        was admitted or dropped meanwhile. Its caller delivers the finish: nothing was posted yet."""
+        with self._cond:
+            for position, waiting in enumerate(self._waiting):
+                if waiting is job:  # identity: jobs hold arrays, so == would not do
+                    del self._waiting[position]
+                    break
+            else:
+                return False
+        self._metrics.queue_time.observe(time.perf_counter() - job.handle.submitted_at)
+        return True
+
     def wake(self) -> None:
         """Something changed (a cancel): the next iteration takes the full path."""
         with self._cond:

@@ -372,3 +372,33 @@ def test_prompt_and_new_tokens_must_fit_the_trained_context(engine):
             engine.submit(req(full, max_new_tokens=2))
 
     run(go())
+
+
+def test_a_request_that_waits_past_its_queue_time_leaves_the_queue(tiny_model):
+    engine = make_engine(
+        tiny_model("lstm"), max_slots=1, warmup=False, max_queue_time_s=30, max_new_tokens=10**6
+    )
+
+    async def go():
+        holder = engine.submit(req(prompt(21, 4), max_new_tokens=100_000, ignore_eos=True))
+        await anext(aiter(holder))  # running: the only slot is taken
+        impatient = engine.submit(
+            GenerationRequest(
+                prompt_token_ids=tuple(prompt(22, 4)), params=SamplingParams(n=1), queue_timeout=0.2
+            )
+        )
+        patient = engine.submit(req(prompt(23, 4), max_new_tokens=3))  # the engine's 30 s apply
+        timed_out = await impatient.result()
+        waiting_after = engine.stats().waiting
+        holder.cancel()
+        return timed_out, waiting_after, await patient.result()
+
+    try:
+        timed_out, waiting_after, patient = run(go())
+    finally:
+        run(engine.stop(5))
+    assert timed_out.outputs[0].finish_reason == "timeout" and timed_out.outputs[0].token_ids == []
+    assert "waited 0.2 s in the queue" in (timed_out.outputs[0].error or "")
+    assert waiting_after == 1  # only the patient one is left waiting
+    assert patient.outputs[0].finish_reason == "length" and len(patient.outputs[0].token_ids) == 3
+    assert engine.stats().slots_used == 0
