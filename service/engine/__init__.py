@@ -32,7 +32,10 @@ Errors: `submit` raises QueueFullError (-> 429), EngineStoppedError (-> 503) and
 SamplingParams validates at construction the same way. Prompt + max_new_tokens must fit the model's
 trained context (`context_length`; recurrent models have none).
 Finish reasons: "stop" (eos, stop token id, or stop string), "length" (max_new_tokens or the end of
-the context), "cancelled", "error" (a model failure; `FinishEvent.error` says what).
+the cache), "cancelled", "error" (a model failure; `FinishEvent.error` says what), "timeout" (it
+waited in the queue longer than `GenerationRequest.queue_timeout` or the engine's
+`max_queue_time_s` and never started). Events reach the handle through `RequestHandle.deliver_all`,
+which the scheduler thread schedules on the handle's loop.
 Logprobs are the log-softmax of the processed distribution the token was drawn from (after
 penalties, temperature, top-k/top-p/min-p; temperature 1 for greedy rows); prompt logprobs are from
 the raw prefill logits. Metrics: the engine updates every `seqserve_*` metric in service.metrics

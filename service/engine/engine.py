@@ -123,8 +123,8 @@ class GenerationEngine:
         if max_new_tokens > room:
             raise InvalidRequestError(
                 "max_new_tokens",
-                f"at most {room} for this prompt: its {prompt_tokens} tokens and the new ones must fit "
-                f"{self.name!r}'s context of {self.context_length} tokens",
+                f"at most {room} for this prompt: its {prompt_tokens} tokens and the new ones must fit the "
+                f"context of {self.name!r} ({self.context_length} tokens)",
             )
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
