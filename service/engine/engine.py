@@ -92,7 +92,13 @@ class GenerationEngine:
         self._scheduler.start()
         self._ready = True
         metrics.MODEL_READY.labels(model=self.name).set(1)
-        log.info("model %s ready on %s with %d slots", self.name, self.provider, self.runner.max_slots)
+        log.info(
+            "model %s ready on %s with %d slots and %d ORT threads",
+            self.name,
+            self.provider,
+            self.runner.max_slots,
+            self.runner.session.threads,
+        )
 
     def encode(self, request: GenerationRequest) -> list[int]:
         """Prompt token ids, checked against the limits: raises PromptTooLongError or InvalidRequestError
@@ -140,6 +146,7 @@ class GenerationEngine:
             raise InvalidRequestError("n", f"at most {self.runner.max_slots} (the engine's slots)")
         if not self._ready:
             raise EngineStoppedError(f"model {self.name!r} is not ready")
+        self._scheduler.check_room()  # before tokenising: a refusal at a full server costs little
         prompt = self.encode(request)
         self.check_context(len(prompt), params.max_new_tokens)
         loop = asyncio.get_running_loop()
@@ -173,6 +180,11 @@ class GenerationEngine:
         usage = Usage(len(job.prompt), 0)
         for index in range(job.params.n):
             job.handle.deliver(FinishEvent(index, "timeout", usage=usage, error=error))
+
+    @property
+    def saturated(self) -> bool:
+        """No slot and no queue place is free: a new request would be refused (read without the lock)."""
+        return self._ready and not self._scheduler.has_room
 
     def stats(self) -> EngineStats:
         running, waiting = self._scheduler.counts()
