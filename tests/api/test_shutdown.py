@@ -98,15 +98,20 @@ def test_sigterm_lets_in_flight_requests_finish_and_exits_zero(api_models_dir: P
 def test_the_drain_timeout_cancels_what_is_left_with_a_retryable_error_and_still_exits_zero(
     api_models_dir: Path, tmp_path: Path
 ) -> None:
-    server = lstm_server(api_models_dir, tmp_path, drain_timeout_s=1, max_slots=4)
+    server = lstm_server(api_models_dir, tmp_path, drain_timeout_s=1, max_slots=5)
     endless = {"model": RNN_MODEL, "prompt": "To be", **ENDLESS}
     grpc_params = pb.SamplingParams(max_tokens=ENDLESS["max_tokens"], ignore_eos=True, temperature=0.0)
 
-    def grpc_unary() -> grpc.StatusCode:
+    def grpc_call(stream: bool) -> grpc.StatusCode:
         with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = pb_grpc.InferenceStub(channel)
             request = pb.GenerateRequest(model=RNN_MODEL, prompt="To be", params=grpc_params)
             try:
-                pb_grpc.InferenceStub(channel).Generate(request, timeout=120)
+                if stream:
+                    for _ in stub.GenerateStream(request, timeout=120):
+                        pass
+                else:
+                    stub.Generate(request, timeout=120)
             except grpc.RpcError as exc:
                 return exc.code()
         return grpc.StatusCode.OK
@@ -126,27 +131,29 @@ def test_the_drain_timeout_cancels_what_is_left_with_a_retryable_error_and_still
             )
             native = asyncio.create_task(native_stream(client, started[1]))
             unary = asyncio.create_task(client.post("/v1/completions", json=endless))
-            grpc_call = asyncio.create_task(asyncio.to_thread(grpc_unary))
+            grpc_unary = asyncio.create_task(asyncio.to_thread(grpc_call, False))
+            grpc_stream = asyncio.create_task(asyncio.to_thread(grpc_call, True))
             await asyncio.wait_for(asyncio.gather(*(s.wait() for s in started)), 60)
             with httpx.Client(base_url=server.url, timeout=10.0) as http:  # all four are generating
-                await asyncio.to_thread(wait_for, http, "seqserve_num_requests_running", lambda v: v == 4)
+                await asyncio.to_thread(wait_for, http, "seqserve_num_requests_running", lambda v: v == 5)
             server.terminate()
-            return await asyncio.wait_for(asyncio.gather(openai_stream, native, unary, grpc_call), 120)
+            calls = (openai_stream, native, unary, grpc_unary, grpc_stream)
+            return await asyncio.wait_for(asyncio.gather(*calls), 120)
 
     try:
-        openai_outcome, native_messages, unary, grpc_code = asyncio.run(scenario())
-        # Unary: a retryable 503 (and UNAVAILABLE), not a 200 with empty text.
+        openai_outcome, native_messages, unary, grpc_code, grpc_stream_code = asyncio.run(scenario())
+        # Unary: a retryable 503 (and UNAVAILABLE), not a 200 with empty text; a gRPC stream's status too.
         assert unary.status_code == 503, unary.text
         assert unary.headers["retry-after"] == "1"
         assert unary.json()["error"]["type"] == "service_unavailable"
-        assert grpc_code == grpc.StatusCode.UNAVAILABLE
+        assert grpc_code == grpc_stream_code == grpc.StatusCode.UNAVAILABLE
         # Streams already under way end with an error event, then [DONE].
         assert openai_outcome["error"]["code"] == 503 and openai_outcome["done"]
         assert native_messages[-3]["finish_reason"] == "cancelled"
         assert native_messages[-2]["error"]["code"] == 503 and native_messages[-1] == "[DONE]"
         assert server.wait_exit(60) == 0, server.log()
         statuses = [line for line in server.log().splitlines() if "route=" in line]
-        assert len(statuses) == 4 and all("status=503" in line for line in statuses), statuses
+        assert len(statuses) == 5 and all("status=503" in line for line in statuses), statuses
     finally:
         server.stop()
 
