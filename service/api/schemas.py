@@ -8,7 +8,7 @@ length, texts per request) are checked by the core, which knows the settings and
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -22,13 +22,20 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from service.api.errors import invalid
 from service.engine import Constraint, SamplingParams
+from service.engine.limits import (
+    MAX_LOGPROBS,
+    MAX_N,
+    MAX_PENALTY,
+    MAX_STOP_STRINGS,
+    MAX_STOP_TOKEN_IDS,
+    MIN_PENALTY,
+    SEED_BOUND,
+)
 
 DEFAULT_MAX_TOKENS = 16  # as OpenAI's completions API
 DEFAULT_TEMPERATURE = 1.0  # as OpenAI's: sample by default, temperature 0 is greedy
-MAX_STOP_STRINGS = 16
-MAX_LOGPROBS = 20
-MAX_N = 64
 # A client's request id is echoed as the `x-request-id` header (REST) and initial metadata (gRPC), so it
 # must be a legal header value: visible ASCII, no spaces. Anything else failed the response with a 500.
 REQUEST_ID_PATTERN = r"^[!-~]{0,128}$"
@@ -59,10 +66,12 @@ TopK = Annotated[int, Field(ge=0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 MinP = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 RepetitionPenalty = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
+Penalty = Annotated[float, Field(ge=MIN_PENALTY, le=MAX_PENALTY, allow_inf_nan=False)]
 N = Annotated[int, Field(ge=1, le=MAX_N)]
-Seed = Annotated[int, Field(ge=0, lt=2**64)]
+Seed = Annotated[int, Field(ge=0, lt=SEED_BOUND)]
 Logprobs = Annotated[int, Field(ge=0, le=MAX_LOGPROBS)]
+# Seconds a request may wait in the queue before it starts (the server's own limit applies too).
+QueueTimeout = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 ModelName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_valid_unicode)]
 
 
@@ -169,7 +178,7 @@ class SamplingOptions(_Strict):
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
-    stop_token_ids: list[TokenId] = Field(default_factory=list, max_length=256)
+    stop_token_ids: list[TokenId] = Field(default_factory=list, max_length=MAX_STOP_TOKEN_IDS)
     ignore_eos: bool = False
     n: N = 1
     seed: Seed | None = None
@@ -178,6 +187,14 @@ class SamplingOptions(_Strict):
     min_tokens: MaxTokens = 0
     structured_outputs: StructuredOutputs | None = None
     response_format: ResponseFormat | None = None
+
+    # The two parameters the engine names differently (see to_engine); its errors name its own.
+    ENGINE_NAMES: ClassVar[dict[str, str]] = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
+
+    @classmethod
+    def api_name(cls, engine_field: str) -> str:
+        """The name clients know an engine parameter by."""
+        return cls.ENGINE_NAMES.get(engine_field, engine_field)
 
     @model_validator(mode="after")
     def _consistent(self) -> SamplingOptions:
@@ -222,6 +239,24 @@ class SamplingOptions(_Strict):
         )
 
 
+PROMPT_FIELDS = ("prompt", "prompt_token_ids")
+
+
+def single_prompt(text: str | None, ids: list[int] | None) -> str | list[int]:
+    """The one prompt of a native or gRPC request: exactly one of `prompt` and `prompt_token_ids`."""
+    if (text is None) == (ids is None):
+        raise invalid("prompt", "give exactly one of prompt and prompt_token_ids")
+    return ids if ids is not None else text  # type: ignore[return-value]
+
+
+def native_param(engine_field: str) -> str:
+    """Where a native or gRPC request holds an engine parameter: the prompt fields at the top (as the
+    request gave it), everything else under `params`."""
+    if engine_field in PROMPT_FIELDS:
+        return engine_field
+    return "params." + SamplingOptions.api_name(engine_field)
+
+
 class GenerateBody(_Strict):
     """POST /v1/generate: the JSON form of the proto's GenerateRequest, plus `stream`."""
 
@@ -231,6 +266,12 @@ class GenerateBody(_Strict):
     params: SamplingOptions = Field(default_factory=SamplingOptions)
     stream: bool = False
     request_id: RequestId | None = None
+    timeout: QueueTimeout | None = None
+
+    param = staticmethod(native_param)
+
+    def the_prompt(self) -> str | list[int]:
+        return single_prompt(self.prompt, self.prompt_token_ids)
 
 
 class StreamOptions(_Strict):
@@ -271,6 +312,7 @@ class CompletionBody(_Strict):
     # OpenAI's field (the completions API of the openai client sends it through `extra_body`), and vLLM's.
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
+    timeout: QueueTimeout | None = None  # our extension: seconds it may wait in the queue
 
     @field_validator("prompt")
     @classmethod
@@ -311,6 +353,11 @@ class CompletionBody(_Strict):
         if both and self.response_format.type != "text":  # type: ignore[union-attr]
             raise _field_error("structured_outputs", "give either structured_outputs or response_format")
         return self
+
+    @staticmethod
+    def param(engine_field: str) -> str:
+        """OpenAI's name of an engine parameter: token ids are a `prompt` too, sampling fields are flat."""
+        return "prompt" if engine_field in PROMPT_FIELDS else SamplingOptions.api_name(engine_field)
 
     def prompts(self) -> list[str | list[int]]:
         """The batch of prompts, each text or token ids."""
@@ -361,6 +408,3 @@ class SentimentBody(_Strict):
     model: ModelName | None = None
     texts: list[Text] = Field(min_length=1)
     request_id: RequestId | None = None
-
-
-Task = Literal["generate", "classify"]

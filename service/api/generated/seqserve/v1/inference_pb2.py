@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bseqserve/v1/inference.proto\x12\x0bseqserve.v1\"\xa1\x05\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\x16\n\x0estop_token_ids\x18\n \x03(\r\x12\x12\n\nignore_eos\x18\x0b \x01(\x08\x12\x0e\n\x01n\x18\x0c \x01(\rH\x08\x88\x01\x01\x12\x11\n\x04seed\x18\r \x01(\x04H\t\x88\x01\x01\x12\x15\n\x08logprobs\x18\x0e \x01(\rH\n\x88\x01\x01\x12\x17\n\x0fprompt_logprobs\x18\x0f \x01(\x08\x12\x17\n\nmin_tokens\x18\x10 \x01(\rH\x0b\x88\x01\x01\x12:\n\x12structured_outputs\x18\x11 \x01(\x0b\x32\x1e.seqserve.v1.StructuredOutputs\x12\x34\n\x0fresponse_format\x18\x12 \x01(\x0b\x32\x1b.seqserve.v1.ResponseFormatB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x08\n\x06_min_pB\x15\n\x13_repetition_penaltyB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x04\n\x02_nB\x07\n\x05_seedB\x0b\n\t_logprobsB\r\n\x0b_min_tokens\"\x8e\x01\n\x11StructuredOutputs\x12\x0e\n\x04json\x18\x01 \x01(\tH\x00\x12\x0f\n\x05regex\x18\x02 \x01(\tH\x00\x12&\n\x06\x63hoice\x18\x03 \x01(\x0b\x32\x14.seqserve.v1.ChoicesH\x00\x12\x11\n\x07grammar\x18\x04 \x01(\tH\x00\x12\x15\n\x0bjson_object\x18\x05 \x01(\x08H\x00\x42\x06\n\x04kind\"\x1a\n\x07\x43hoices\x12\x0f\n\x07\x63hoices\x18\x01 \x03(\t\"R\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x32\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x1d.seqserve.v1.JsonSchemaFormat\"U\n\x10JsonSchemaFormat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06schema\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\x8b\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\r\x12+\n\x06params\x18\x04 \x01(\x0b\x32\x1b.seqserve.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\t\">\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\"\x80\x01\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x14\n\x07logprob\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12-\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x17.seqserve.v1.TopLogprobB\n\n\x08_logprob\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"\xe9\x01\n\nCompletion\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.seqserve.v1.FinishReason\x12\x15\n\x0bstop_string\x18\x05 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\x06 \x01(\rH\x00\x12+\n\x08logprobs\x18\x07 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\r\n\x05\x65rror\x18\x08 \x01(\tB\r\n\x0bstop_reason\"\xcc\x01\n\x10GenerateResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x0b\x63ompletions\x18\x03 \x03(\x0b\x32\x17.seqserve.v1.Completion\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12\x32\n\x0fprompt_logprobs\x18\x05 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.seqserve.v1.Usage\"\xe7\x02\n\x16GenerateStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12+\n\x08logprobs\x18\x06 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\x30\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x19.seqserve.v1.FinishReason\x12\x15\n\x0bstop_string\x18\x08 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\t \x01(\rH\x00\x12!\n\x05usage\x18\n \x01(\x0b\x32\x12.seqserve.v1.Usage\x12\x32\n\x0fprompt_logprobs\x18\x0b \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\r\n\x05\x65rror\x18\x0c \x01(\tB\r\n\x0bstop_reason\"C\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x9c\x01\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\x45\n\rprobabilities\x18\x02 \x03(\x0b\x32..seqserve.v1.Classification.ProbabilitiesEntry\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"[\n\x10\x43lassifyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.seqserve.v1.Classification\"\x13\n\x11ListModelsRequest\"\xcc\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x07 \x01(\r\x12\x0e\n\x06labels\x18\x08 \x03(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\x12\n\nis_default\x18\n \x01(\x08\x12\x12\n\nparameters\x18\x0b \x01(\x04\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.seqserve.v1.ModelInfo*\x95\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x32\xc3\x02\n\tInference\x12G\n\x08Generate\x12\x1c.seqserve.v1.GenerateRequest\x1a\x1d.seqserve.v1.GenerateResponse\x12U\n\x0eGenerateStream\x12\x1c.seqserve.v1.GenerateRequest\x1a#.seqserve.v1.GenerateStreamResponse0\x01\x12G\n\x08\x43lassify\x12\x1c.seqserve.v1.ClassifyRequest\x1a\x1d.seqserve.v1.ClassifyResponse\x12M\n\nListModels\x12\x1e.seqserve.v1.ListModelsRequest\x1a\x1f.seqserve.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bseqserve/v1/inference.proto\x12\x0bseqserve.v1\"\xa1\x05\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\x16\n\x0estop_token_ids\x18\n \x03(\r\x12\x12\n\nignore_eos\x18\x0b \x01(\x08\x12\x0e\n\x01n\x18\x0c \x01(\rH\x08\x88\x01\x01\x12\x11\n\x04seed\x18\r \x01(\x04H\t\x88\x01\x01\x12\x15\n\x08logprobs\x18\x0e \x01(\rH\n\x88\x01\x01\x12\x17\n\x0fprompt_logprobs\x18\x0f \x01(\x08\x12\x17\n\nmin_tokens\x18\x10 \x01(\rH\x0b\x88\x01\x01\x12:\n\x12structured_outputs\x18\x11 \x01(\x0b\x32\x1e.seqserve.v1.StructuredOutputs\x12\x34\n\x0fresponse_format\x18\x12 \x01(\x0b\x32\x1b.seqserve.v1.ResponseFormatB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x08\n\x06_min_pB\x15\n\x13_repetition_penaltyB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x04\n\x02_nB\x07\n\x05_seedB\x0b\n\t_logprobsB\r\n\x0b_min_tokens\"\x8e\x01\n\x11StructuredOutputs\x12\x0e\n\x04json\x18\x01 \x01(\tH\x00\x12\x0f\n\x05regex\x18\x02 \x01(\tH\x00\x12&\n\x06\x63hoice\x18\x03 \x01(\x0b\x32\x14.seqserve.v1.ChoicesH\x00\x12\x11\n\x07grammar\x18\x04 \x01(\tH\x00\x12\x15\n\x0bjson_object\x18\x05 \x01(\x08H\x00\x42\x06\n\x04kind\"\x1a\n\x07\x43hoices\x12\x0f\n\x07\x63hoices\x18\x01 \x03(\t\"R\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x32\n\x0bjson_schema\x18\x02 \x01(\x0b\x32\x1d.seqserve.v1.JsonSchemaFormat\"U\n\x10JsonSchemaFormat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06schema\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\xad\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\r\x12+\n\x06params\x18\x04 \x01(\x0b\x32\x1b.seqserve.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x14\n\x07timeout\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\">\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\"\x80\x01\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x14\n\x07logprob\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12-\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x17.seqserve.v1.TopLogprobB\n\n\x08_logprob\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"\xe9\x01\n\nCompletion\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.seqserve.v1.FinishReason\x12\x15\n\x0bstop_string\x18\x05 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\x06 \x01(\rH\x00\x12+\n\x08logprobs\x18\x07 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\r\n\x05\x65rror\x18\x08 \x01(\tB\r\n\x0bstop_reason\"\xcc\x01\n\x10GenerateResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x0b\x63ompletions\x18\x03 \x03(\x0b\x32\x17.seqserve.v1.Completion\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12\x32\n\x0fprompt_logprobs\x18\x05 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.seqserve.v1.Usage\"\xe7\x02\n\x16GenerateStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12+\n\x08logprobs\x18\x06 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\x30\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x19.seqserve.v1.FinishReason\x12\x15\n\x0bstop_string\x18\x08 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\t \x01(\rH\x00\x12!\n\x05usage\x18\n \x01(\x0b\x32\x12.seqserve.v1.Usage\x12\x32\n\x0fprompt_logprobs\x18\x0b \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\r\n\x05\x65rror\x18\x0c \x01(\tB\r\n\x0bstop_reason\"C\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x9c\x01\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\x45\n\rprobabilities\x18\x02 \x03(\x0b\x32..seqserve.v1.Classification.ProbabilitiesEntry\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"[\n\x10\x43lassifyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.seqserve.v1.Classification\"\x13\n\x11ListModelsRequest\"\xcc\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x07 \x01(\r\x12\x0e\n\x06labels\x18\x08 \x03(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\x12\n\nis_default\x18\n \x01(\x08\x12\x12\n\nparameters\x18\x0b \x01(\x04\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.seqserve.v1.ModelInfo*\x95\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x32\xc3\x02\n\tInference\x12G\n\x08Generate\x12\x1c.seqserve.v1.GenerateRequest\x1a\x1d.seqserve.v1.GenerateResponse\x12U\n\x0eGenerateStream\x12\x1c.seqserve.v1.GenerateRequest\x1a#.seqserve.v1.GenerateStreamResponse0\x01\x12G\n\x08\x43lassify\x12\x1c.seqserve.v1.ClassifyRequest\x1a\x1d.seqserve.v1.ClassifyResponse\x12M\n\nListModels\x12\x1e.seqserve.v1.ListModelsRequest\x1a\x1f.seqserve.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLASSIFICATION_PROBABILITIESENTRY']._loaded_options = None
   _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_options = b'8\001'
-  _globals['_FINISHREASON']._serialized_start=2899
-  _globals['_FINISHREASON']._serialized_end=3048
+  _globals['_FINISHREASON']._serialized_start=2933
+  _globals['_FINISHREASON']._serialized_end=3082
   _globals['_SAMPLINGPARAMS']._serialized_start=45
   _globals['_SAMPLINGPARAMS']._serialized_end=718
   _globals['_STRUCTUREDOUTPUTS']._serialized_start=721
@@ -46,33 +46,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JSONSCHEMAFORMAT']._serialized_start=977
   _globals['_JSONSCHEMAFORMAT']._serialized_end=1062
   _globals['_GENERATEREQUEST']._serialized_start=1065
-  _globals['_GENERATEREQUEST']._serialized_end=1204
-  _globals['_TOPLOGPROB']._serialized_start=1206
-  _globals['_TOPLOGPROB']._serialized_end=1268
-  _globals['_TOKENLOGPROB']._serialized_start=1271
-  _globals['_TOKENLOGPROB']._serialized_end=1399
-  _globals['_USAGE']._serialized_start=1401
-  _globals['_USAGE']._serialized_end=1480
-  _globals['_COMPLETION']._serialized_start=1483
-  _globals['_COMPLETION']._serialized_end=1716
-  _globals['_GENERATERESPONSE']._serialized_start=1719
-  _globals['_GENERATERESPONSE']._serialized_end=1923
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1926
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=2285
-  _globals['_CLASSIFYREQUEST']._serialized_start=2287
-  _globals['_CLASSIFYREQUEST']._serialized_end=2354
-  _globals['_CLASSIFICATION']._serialized_start=2357
-  _globals['_CLASSIFICATION']._serialized_end=2513
-  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_start=2461
-  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_end=2513
-  _globals['_CLASSIFYRESPONSE']._serialized_start=2515
-  _globals['_CLASSIFYRESPONSE']._serialized_end=2606
-  _globals['_LISTMODELSREQUEST']._serialized_start=2608
-  _globals['_LISTMODELSREQUEST']._serialized_end=2627
-  _globals['_MODELINFO']._serialized_start=2630
-  _globals['_MODELINFO']._serialized_end=2834
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2836
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2896
-  _globals['_INFERENCE']._serialized_start=3051
-  _globals['_INFERENCE']._serialized_end=3374
+  _globals['_GENERATEREQUEST']._serialized_end=1238
+  _globals['_TOPLOGPROB']._serialized_start=1240
+  _globals['_TOPLOGPROB']._serialized_end=1302
+  _globals['_TOKENLOGPROB']._serialized_start=1305
+  _globals['_TOKENLOGPROB']._serialized_end=1433
+  _globals['_USAGE']._serialized_start=1435
+  _globals['_USAGE']._serialized_end=1514
+  _globals['_COMPLETION']._serialized_start=1517
+  _globals['_COMPLETION']._serialized_end=1750
+  _globals['_GENERATERESPONSE']._serialized_start=1753
+  _globals['_GENERATERESPONSE']._serialized_end=1957
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1960
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=2319
+  _globals['_CLASSIFYREQUEST']._serialized_start=2321
+  _globals['_CLASSIFYREQUEST']._serialized_end=2388
+  _globals['_CLASSIFICATION']._serialized_start=2391
+  _globals['_CLASSIFICATION']._serialized_end=2547
+  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_start=2495
+  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_end=2547
+  _globals['_CLASSIFYRESPONSE']._serialized_start=2549
+  _globals['_CLASSIFYRESPONSE']._serialized_end=2640
+  _globals['_LISTMODELSREQUEST']._serialized_start=2642
+  _globals['_LISTMODELSREQUEST']._serialized_end=2661
+  _globals['_MODELINFO']._serialized_start=2664
+  _globals['_MODELINFO']._serialized_end=2868
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2870
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2930
+  _globals['_INFERENCE']._serialized_start=3085
+  _globals['_INFERENCE']._serialized_end=3408
 # @@protoc_insertion_point(module_scope)
