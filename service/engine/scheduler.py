@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from collections.abc import Sequence as Columns
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -248,7 +247,7 @@ class Scheduler:
             logits = self.runner.prefill(rows, chunks, want_all)
         except Exception as exc:
             logits = self._rows_alone(
-                exc, len(rows), lambda i: self.runner.prefill(*_one(i, rows, chunks, want_all))[0]
+                exc, len(rows), lambda i: self.runner.prefill([rows[i]], [chunks[i]], [want_all[i]])[0]
             )
         finally:
             _settle(masks)
@@ -329,7 +328,7 @@ class Scheduler:
             seqs = [s for i, s in enumerate(seqs) if i not in failed]
         if not seqs:
             return
-        logits = np.asarray(logits) if isinstance(logits, list) else logits
+        logits = np.stack(logits) if isinstance(logits, list) else logits
         self._metrics.batch_size.observe(len(seqs))
         self._sample_and_emit(seqs, logits, masks)
 
@@ -500,11 +499,6 @@ class Scheduler:
         self._metrics.waiting.set(waiting)
         self._metrics.slots_used.set(used)
         self._metrics.slots_usage.set(used / self.runner.max_slots)
-
-
-def _one(i: int, *columns: Columns) -> tuple[list, ...]:
-    """Item i of each column, as one-row lists (a prefill call for one row)."""
-    return tuple([column[i]] for column in columns)
 
 
 def _settle(masks: MaskBatch | None) -> None:
