@@ -160,7 +160,7 @@ def main() -> int:
         engine_extras(results, engine, work, args.quick, repeats)
     asyncio.run(engine.stop(5))
     if not args.skip_extras:
-        results["rnn"] = rnn_results(args, repeats)
+        results["rnn"] = rnn_results(args, work, repeats)
 
     reasons = protocol.unpublishable_reasons(
         args.quick, skipped, batches, work, model_dir.resolve() == DEFAULT_MODEL.resolve()
@@ -212,7 +212,7 @@ def engine_extras(results: dict[str, Any], engine: Any, work: Workload, quick: b
     results["continuous"] = {"clients": 32, **engine_runs.continuous_batching(engine, work, 32, repeats)}
 
 
-def rnn_results(args: argparse.Namespace, repeats: int) -> dict[str, Any]:
+def rnn_results(args: argparse.Namespace, work: Workload, repeats: int) -> dict[str, Any]:
     rnn_dir, note = args.rnn_dir, "the trained default model"
     if not (rnn_dir / "manifest.json").exists():
         from tests.fixtures.tiny_models import make_tiny_model_dir
@@ -220,7 +220,7 @@ def rnn_results(args: argparse.Namespace, repeats: int) -> dict[str, Any]:
         rnn_dir = make_tiny_model_dir(args.work / "tiny-lstm", "lstm")
         note = "the tiny test LSTM: the trained default model was not exported yet"
     engine = engine_runs.open_engine(rnn_dir, max_slots=32, threads=args.threads)
-    work = Workload(128, 256, read_manifest(rnn_dir, verify=False).vocab_size)
+    work = Workload(work.prompt_tokens, work.new_tokens, read_manifest(rnn_dir, verify=False).vocab_size)
     tok_s = protocol.measure(
         {"seqserve": lambda w, b: engine_runs.engine_tokens_per_s(engine, w, b)}, work, [1, 32], repeats
     )["seqserve"]
