@@ -24,8 +24,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.reliability.procstat import cpu_seconds
-from bench.server_process import ServerProcess, linked_models
+from harness.procstat import cpu_seconds
+from harness.server_process import ServerProcess, linked_models
 from service.engine import GenerationRequest, SamplingParams, load_generation_model
 from service.settings import Settings
 

@@ -23,7 +23,7 @@ from typing import Any
 from bench.api_overhead import settings
 from bench.perf.report import write_report
 from bench.perf.runs import measure_engine, measure_sentiment, measure_service
-from bench.server_process import REPO_ROOT, ServerProcess, linked_models
+from harness.server_process import REPO_ROOT, ServerProcess, linked_models
 from service.engine import load_generation_model
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -34,7 +34,7 @@ def classifier_dir(tmp: Path) -> tuple[Path, str]:
     for name in ("sst2-gpt", "sst2-lstm"):
         if (REPO_ROOT / "exported_models" / name / "manifest.json").exists():
             return REPO_ROOT / "exported_models" / name, f"{name} (exported_models)"
-    from tests.fixtures.tiny_models import make_tiny_model_dir
+    from harness.tiny_models import make_tiny_model_dir
 
     return make_tiny_model_dir(
         tmp / "tiny-clf", "transformer_classifier"

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 
 from bench.api_overhead import PROMPT, _engine_round
-from bench.reliability.loadgen import Call, Clients, Outcome, Protocol, drive, percentile
-from bench.reliability.procstat import cpu_seconds
+from harness.loadgen import Call, Clients, Outcome, Protocol, drive, percentile
+from harness.procstat import cpu_seconds
 
 SENTIMENT_TEXTS = (
     "a gorgeous, witty, seductive movie",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,12 +12,36 @@ from prometheus_client.parser import text_string_to_metric_families
 
 def sample(client: httpx.Client, name: str, **labels: str) -> float | None:
     """The value of one sample (e.g. seqserve_kv_slots_used{model=...}), or None if absent."""
+    return samples(client, [name], **labels)[name]
+
+
+def samples(client: httpx.Client, names: list[str], **labels: str) -> dict[str, float | None]:
+    """Several samples from one scrape, so that they are consistent with each other."""
+    found: dict[str, float | None] = dict.fromkeys(names)
     text = client.get("/metrics", timeout=10.0).text
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
+            if s.name in found and all(s.labels.get(k) == v for k, v in labels.items()):
+                found[s.name] = s.value
+    return found
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A histogram's observation count and sum of one label set; `-` gives what happened between."""
+
+    count: float
+    sum: float
+
+    def __sub__(self, earlier: Histogram) -> Histogram:
+        return Histogram(self.count - earlier.count, self.sum - earlier.sum)
+
+
+def histograms(client: httpx.Client, names: list[str], **labels: str) -> dict[str, Histogram]:
+    """`name` -> Histogram for each histogram family name (without _count/_sum), from one scrape."""
+    keys = [f"{n}{suffix}" for n in names for suffix in ("_count", "_sum")]
+    got = samples(client, keys, **labels)
+    return {n: Histogram(got[f"{n}_count"] or 0.0, got[f"{n}_sum"] or 0.0) for n in names}
 
 
 def wait_for(

@@ -1,4 +1,4 @@
-"""System scenarios (issue #7): real `python -m service` processes driven by bench.reliability.loadgen.
+"""System scenarios (issue #7): real `python -m service` processes driven by harness.loadgen.
 
 `make test` runs them small, on tiny seeded models; `make soak` (SEQSERVE_SOAK=1) runs the full
 counts on the real models of exported_models/. One switch, the same code.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.server_process import REPO_ROOT, ServerProcess
+from harness.server_process import REPO_ROOT, ServerProcess
 from tests.api.conftest import copy_model, start_server
 
 SOAK = os.environ.get("SEQSERVE_SOAK") == "1"

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import httpx
 
-from bench.reliability.loadgen import Call, Clients, drive, mixed_calls
-from bench.server_process import ServerProcess
+from harness.loadgen import Call, Clients, drive, mixed_calls
+from harness.server_process import ServerProcess
 from tests.api.metrics_reader import sample, wait_for
 from tests.system.conftest import Models, Scale
 

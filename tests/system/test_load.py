@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from bench.reliability.loadgen import Clients, Outcome, drive, mixed_calls, percentile
-from bench.reliability.procstat import rss_kib
-from bench.server_process import ServerProcess
+from harness.loadgen import Clients, Outcome, drive, mixed_calls, percentile
+from harness.procstat import rss_kib
+from harness.server_process import ServerProcess
 from tests.system.conftest import SOAK, Models, Scale
 
 CHUNK_TIMEOUT_S = 900.0 if SOAK else 120.0

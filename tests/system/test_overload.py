@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import httpx
 
-from bench.reliability.loadgen import Call, Clients, Outcome, arrive, drive, mixed_calls, percentile
-from bench.server_process import ServerProcess
+from harness.loadgen import Call, Clients, Outcome, arrive, drive, mixed_calls, percentile
+from harness.server_process import ServerProcess
 from tests.api.metrics_reader import wait_for
 from tests.system.conftest import SOAK, Models, Scale
 

@@ -163,7 +163,7 @@ class Clients:
                 if b'"finish_reason"' in line:
                     finish = json.loads(line[6:])["finish_reason"]
                 elif b'"token_ids"' in line:
-                    last = self._tokens(out, start, last, _count_token_ids(line))
+                    last = self._tokens(out, start, last, count_token_ids(line))
                     if call.hang_up_after is not None and out.tokens >= call.hang_up_after:
                         out.status = "hung_up"
                         return  # leaving the `async with` unread closes the connection mid-stream
@@ -207,7 +207,7 @@ class Clients:
         return now
 
 
-def _count_token_ids(line: bytes) -> int:
+def count_token_ids(line: bytes) -> int:
     """How many ids a streamed message's `"token_ids":[...]` holds, without parsing the JSON."""
     start = line.index(b'"token_ids":[') + len(b'"token_ids":[')
     end = line.index(b"]", start)
