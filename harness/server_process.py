@@ -35,7 +35,7 @@ def free_port() -> int:
 def linked_models(root: Path, models: dict[str, Path]) -> Path:
     """A models folder under `root` whose entries link to existing model folders (nothing copied)."""
     folder = root / "models"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for name, directory in models.items():
         (folder / name).symlink_to(directory.resolve())
     return folder

@@ -18,11 +18,11 @@ import openai
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.metrics_reader import wait_for
 from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import ENDLESS, GEN_MODEL, RNN_MODEL, copy_model, start_server
-from tests.api.metrics_reader import wait_for
 from tests.api.sse import events
 
 KEY = "test-key-123"

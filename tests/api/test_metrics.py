@@ -15,12 +15,12 @@ import grpc
 import httpx
 import pytest
 
+from harness.metrics_reader import histograms, sample, samples, wait_for
 from harness.server_process import ServerProcess
 from harness.tiny_models import tiny_prompt
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import CLF_MODEL, ENDLESS, GEN_MODEL, RNN_MODEL, copy_model, start_server
-from tests.api.metrics_reader import histograms, sample, samples, wait_for
 from tests.api.sse import events
 
 FAMILIES = [

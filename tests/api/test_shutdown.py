@@ -12,11 +12,11 @@ import grpc
 import httpx
 import pytest
 
+from harness.metrics_reader import sample
 from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import ENDLESS, RNN_MODEL, copy_model, start_server
-from tests.api.metrics_reader import sample
 
 DRAINING = "seqserve_server_draining"
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import httpx
 
 from harness.loadgen import Call, Clients, drive, mixed_calls
+from harness.metrics_reader import sample, wait_for
 from harness.server_process import ServerProcess
-from tests.api.metrics_reader import sample, wait_for
 from tests.system.conftest import Models, Scale
 
 # Far more than a client reads before it hangs up (1-5 tokens), so that no stream can end before

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import httpx
 
 from harness.loadgen import Call, Clients, Outcome, arrive, drive, mixed_calls, percentile
+from harness.metrics_reader import wait_for
 from harness.server_process import REPO_ROOT, ServerProcess
-from tests.api.metrics_reader import wait_for
 from tests.system.conftest import SOAK, Models, Scale
 
 # The bound, asserted in the soak; `make test` runs beside the whole suite on 2 shared cores,

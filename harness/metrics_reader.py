@@ -1,4 +1,4 @@
-"""Reading the server's /metrics as a client (Prometheus text format) in tests."""
+"""Reading the server's /metrics as a client (Prometheus text format), for tests and benchmarks."""
 
 from __future__ import annotations
 
