@@ -83,7 +83,10 @@ def markdown(results: dict[str, Any]) -> str:
                     f"({'full' if f['full_when_sent'] else 'NOT full'} when the burst left), then "
                     f"{f['burst']} simultaneous completions: {f['burst_refused']} got 429 "
                     f"(p50 {f['refusal_ms']['p50']:.1f} ms, **p99 {f['refusal_ms']['p99']:.1f} ms**, "
-                    f"max {f['refusal_ms']['max']:.1f} ms), {f['refused_without_retry_after']} without "
+                    f"max {f['refusal_ms']['max']:.1f} ms at the client; the server's own handling "
+                    f"p50 {f['server_refusal_ms']['p50']:.2f} ms, "
+                    f"p99 {f['server_refusal_ms']['p99']:.2f} ms), "
+                    f"{f['refused_without_retry_after']} without "
                     f"Retry-After; {f['burst_accepted']} accepted; {f['accepted_incomplete']} accepted "
                     f"but incomplete; {f['server_errors']} 5xx. **{'pass' if f['ok'] else 'FAIL'}**.",
                 ]
