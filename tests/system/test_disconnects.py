@@ -24,7 +24,7 @@ def test_streaming_clients_that_hang_up_free_every_slot_and_the_server_keeps_ser
     system_models: Models, scale: Scale, serve: Callable[..., ServerProcess], record: Callable
 ) -> None:
     model = system_models.generate
-    server = serve(system_models.root, max_slots=16, max_queue=64, max_new_tokens=STREAM_TOKENS)
+    server = serve(system_models.root, max_new_tokens=STREAM_TOKENS)  # otherwise the defaults
     protocols = ("rest", "grpc")
     leavers = [
         Call(protocols[i % 2], True, model, "To be, or not", STREAM_TOKENS, hang_up_after=1 + i % 5)
