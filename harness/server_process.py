@@ -10,6 +10,7 @@ every HTTP call made here has a timeout, and `stop()` always reaps the process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -26,10 +27,16 @@ STARTUP_TIMEOUT_S = float(os.environ.get("SEQSERVE_TEST_STARTUP_S", "240"))
 STOP_TIMEOUT_S = 60.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every socket stays bound until all are chosen, so the kernel cannot
+    hand the same port out twice (seen with one-at-a-time picks: HTTP and gRPC got one port)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def linked_models(root: Path, models: dict[str, Path]) -> Path:
@@ -50,8 +57,7 @@ class ServerProcess:
     def __init__(
         self, models_dir: Path, log_path: Path, module: str = "service", **env: str | int | float
     ) -> None:
-        self.http_port = free_port()
-        self.grpc_port = free_port()
+        self.http_port, self.grpc_port = free_ports(2)
         self.log_path = log_path
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}  # hermetic
         self.env = {
@@ -65,6 +71,7 @@ class ServerProcess:
         }
         self.module = module
         self.proc: subprocess.Popen[bytes] | None = None
+        self.workers = int(self.env.get("SEQSERVE_WORKERS", "1"))
 
     @property
     def url(self) -> str:
@@ -97,16 +104,24 @@ class ServerProcess:
         return self
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
-        """Poll /readyz until 200; fail fast with the log if the process dies."""
+        """Poll /readyz until 200 (from every worker, with SEQSERVE_WORKERS > 1: each answers for
+        itself, and the kernel gives each new connection to one of them); fail fast with the log if
+        the process dies."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=5.0) as client:
+        ready: set[str] = set()
+        # No keep-alive: every poll is a new connection, so every worker gets asked.
+        with httpx.Client(timeout=5.0, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
                 try:
-                    if client.get(f"{self.url}/readyz").status_code == 200:
-                        return
+                    response = client.get(f"{self.url}/readyz")
+                    if response.status_code == 200:
+                        ready.add(response.headers.get("x-seqserve-worker", "0"))
+                        if len(ready) == self.workers:
+                            return
+                        continue
                 except httpx.TransportError:
                     pass
                 time.sleep(0.1)

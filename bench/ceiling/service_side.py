@@ -1,5 +1,6 @@
 """The service side: rounds of requests through one protocol, and the refusal burst against a full
-server. The server's CPU time is read from /proc (all its threads), from outside the process."""
+server. The server's CPU time is read from /proc (all its threads, and its workers' with
+SEQSERVE_WORKERS > 1), from outside the process."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from bench.ceiling.measure import Round
 from bench.ceiling.workload import Workload
 from harness.loadgen import Call, Clients, Outcome, drive, percentile
 from harness.metrics_reader import sample, wait_for
-from harness.procstat import cpu_seconds
+from harness.procstat import tree_cpu_seconds
 from harness.server_process import ServerProcess
 
 
@@ -24,9 +25,9 @@ def service_round(server: ServerProcess, calls: list[Call], concurrency: int) ->
     async def scenario() -> Round:
         async with Clients(server.url, server.grpc_target, concurrency, timeout_s=900.0) as clients:
             await clients.connect(concurrency)
-            start, cpu_start = time.perf_counter(), cpu_seconds(server.pid)
+            start, cpu_start = time.perf_counter(), tree_cpu_seconds(server.pid)
             outcomes = await asyncio.wait_for(drive(clients, calls, concurrency), 1800.0)
-            seconds, cpu = time.perf_counter() - start, cpu_seconds(server.pid) - cpu_start
+            seconds, cpu = time.perf_counter() - start, tree_cpu_seconds(server.pid) - cpu_start
         return Round.of(outcomes, seconds, cpu)
 
     return asyncio.run(scenario())

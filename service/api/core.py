@@ -168,6 +168,18 @@ class InferenceCore:
             raise ApiError(ErrorKind.UNAVAILABLE, f"model {entry.name!r} is {entry.state.value}{why}")
         return entry
 
+    def saturated_generation_model(self, name: str | None) -> str | None:
+        """The name of the generation model a request for `name` (None: the default) would be refused
+        by for want of a slot and a queue place, else None (also when anything else is wrong with it:
+        the route then answers that properly)."""
+        if self.draining:
+            return None
+        wanted = name or self.registry.default_name("generate")
+        entry = self.registry.get(wanted) if wanted else None
+        if entry is None or entry.engine is None or entry.state is not ModelState.READY:
+            return None
+        return entry.name if entry.engine.saturated else None
+
     def models(self) -> list[ModelView]:
         defaults = {self.registry.default_name("generate"), self.registry.default_name("classify")}
         views = []
@@ -192,7 +204,7 @@ class InferenceCore:
         return views
 
     # ---- generation ---------------------------------------------------------------------------------
-    def submit(
+    async def submit(
         self,
         record: RequestRecord,
         model: str | None,
@@ -208,6 +220,8 @@ class InferenceCore:
 
         `returns_prompt` (OpenAI echo) allows max_tokens 0, as prompt_logprobs does: scoring only.
         Without `stream` the engine hands the events over in one go at the end (no per-token wake-ups).
+        A structured-output constraint is compiled (or found in the cache) first, off the event loop:
+        an invalid one is a 400 naming its field, and nothing is queued.
         """
         entry = self._entry(model, "generate", record)
         engine = entry.engine
@@ -223,6 +237,13 @@ class InferenceCore:
         if len(prompts) > self.settings.max_texts_per_request:
             raise invalid(prompt_field, f"at most {self.settings.max_texts_per_request} prompts per request")
         params = options.to_engine(max_new_tokens=1 if score_only else None)
+        grammar = None
+        if params.constraint is not None:
+            try:
+                engine.check_room()  # a full server refuses before it spends a compile
+                grammar = await engine.compile_constraint(params.constraint)
+            except (EngineError, ValueError) as exc:
+                raise from_engine_error(exc, param_prefix) from None
         handles: list[RequestHandle] = []
         try:
             for i, prompt in enumerate(prompts):
@@ -234,7 +255,7 @@ class InferenceCore:
                     request = GenerationRequest(
                         prompt_token_ids=ids, params=params, request_id=rid, stream=stream
                     )
-                handles.append(engine.submit(request))
+                handles.append(engine.submit(request, grammar))
         except (EngineError, ValueError) as exc:
             for handle in handles:
                 handle.cancel()
