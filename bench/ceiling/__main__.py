@@ -1,6 +1,6 @@
 """The ceiling benchmark: what the service delivers next to its own engine, on the same workload.
 
-    python -m bench.ceiling                       # everything: ~30-60 min on a 2-core machine
+    python -m bench.ceiling                       # everything: roughly 20-40 min on a 2-core machine
     python -m bench.ceiling --quick               # the headline rows: a few minutes
     python -m bench.ceiling --tuned SEQSERVE_INTRA_OP_THREADS=1 SEQSERVE_MAX_SLOTS=64
 
