@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.fixtures.tiny_models import TRAINABLE_LLAMA_LM
+from harness.tiny_models import TRAINABLE_LLAMA_LM
 from training.__main__ import DEFAULTS_LIST, read_defaults
 from training.build import build_model, load_run_model, resolve_model_config
 from training.data import load_lm_corpus, parse_folds

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tests.fixtures.tiny_models import MODEL_SECTIONS, TRAINABLE_LLAMA_LM
+from harness.tiny_models import MODEL_SECTIONS, TRAINABLE_LLAMA_LM
 from training.__main__ import main, read_defaults
 from training.build import build_model, load_run_model, resolve_model_config
 from training.evaluate import rnn_stream_nats, transformer_stream_nats
