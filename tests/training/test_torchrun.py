@@ -22,9 +22,17 @@ import torch
 from safetensors.torch import load_file
 
 from training.data import REPO_ROOT
-from training.ddp_smoke import SmokeResult, launch, launch_env, run_smoke, tiny_recipe, train_command
+from training.ddp_smoke import (
+    TINY_LLAMA,
+    SmokeResult,
+    launch,
+    launch_env,
+    run_smoke,
+    tiny_recipe,
+    train_command,
+)
 from training.evaluate import evaluate_run
-from training.recipe import load_recipe
+from training.recipe import load_recipe, recipe_from_dict, recipe_to_toml
 from training.train import train
 
 pytestmark = pytest.mark.timeout(300)
@@ -127,6 +135,51 @@ def test_a_run_saved_with_one_rank_resumes_with_two_and_again_with_one(tmp_path:
         torch.testing.assert_close(ours[name], weight, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_a_classifier_with_uneven_shares_and_accumulation_trains_as_one_process(tmp_path: Path) -> None:
+    """Global batch 5 over 2 ranks (3 + 2 rows, micro-batches of 2): the GPT-1 loss, whose auxiliary
+    LM term is a mean over the batch's real tokens, must still add up to the single-process loss."""
+    words = {0: ["awful dull", "bad boring", "dull bad"], 1: ["great fun", "fun lovely", "lovely great"]}
+    lines = [f"{label} {text} film" for label, texts in words.items() for text in texts]
+    (tmp_path / "train.txt").write_text("\n".join(lines * 5) + "\n")
+    (tmp_path / "dev.txt").write_text("\n".join(lines) + "\n")
+    model = {**TINY_LLAMA, "kind": "transformer_classifier", "head_dropout": 0.0}
+    recipe = recipe_from_dict(
+        {
+            "name": "cls",
+            "data": {
+                "format": "labelled_lines",
+                "train": str(tmp_path / "train.txt"),
+                "dev": str(tmp_path / "dev.txt"),
+            },
+            "tokenizer": {"kind": "char"},
+            "model": model,
+            "optim": {
+                "lr": 1e-2,
+                "warmup_steps": 3,
+                "batch_size": 5,
+                "max_steps": 12,
+                "eval_every": 4,
+                "log_every": 1,
+            },
+            "task": {"patience": 100},
+            "export": False,
+        }
+    )
+    config = tmp_path / "cls.toml"
+    config.write_text(recipe_to_toml(recipe))
+    shared = launch(config, tmp_path / "ranks", 2, "--micro-batch-size", "2", "--threads", "1")
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    several = json.loads((tmp_path / "ranks" / "cls" / "metrics.json").read_text())
+    torch.set_num_threads(1)
+    single = train(recipe, tmp_path / "single", show_progress=False)
+    losses = [row["loss"] for row in several["history"]]
+    assert losses == pytest.approx([row["loss"] for row in single["history"]], rel=1e-4)
+    assert [row["dev_accuracy"] for row in several["evals"]] == [
+        row["dev_accuracy"] for row in single["evals"]
+    ]
+    assert several["dev_loss"] == pytest.approx(single["dev_loss"], rel=1e-4)
+
+
 def descendants(root: int) -> dict[int, str | None]:
     """Every live process below `root`, with the RANK torchrun gave it (None for helpers)."""
     parents: dict[int, int] = {}
@@ -177,7 +230,7 @@ def long_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, di
             time.sleep(0.2)
         ranks = {rank: pid for pid, rank in descendants(launcher.pid).items() if rank is not None}
         assert sorted(ranks) == ["0", "1"]
-        yield launcher, output, {rank: pid for rank, pid in ranks.items()}
+        yield launcher, output, ranks
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
