@@ -58,10 +58,10 @@ class InferenceServicer:
             )
         return rid or metadata.get("x-request-id") or None
 
-    def _submit(self, record: RequestRecord, request: pb.GenerateRequest, stream: bool) -> Generation:
+    async def _submit(self, record: RequestRecord, request: pb.GenerateRequest, stream: bool) -> Generation:
         """The one path from a GenerateRequest to the core, shared by the unary and streaming calls."""
         prompt, field = convert.prompt(request)
-        return self.core.submit(
+        return await self.core.submit(
             record,
             request.model or None,
             [prompt],
@@ -77,7 +77,7 @@ class InferenceServicer:
         rid = await self._admit(request, context)
         try:
             async with self.core.track("grpc.Generate", rid) as record:
-                gen = self._submit(record, request, stream=False)
+                gen = await self._submit(record, request, stream=False)
                 try:
                     results = await gen.results()
                 finally:
@@ -96,7 +96,7 @@ class InferenceServicer:
         rid = await self._admit(request, context)
         try:
             async with self.core.track("grpc.GenerateStream", rid) as record:
-                gen = self._submit(record, request, stream=True)
+                gen = await self._submit(record, request, stream=True)
                 try:
                     await context.send_initial_metadata((("x-request-id", record.request_id),))
                     first = True
@@ -184,7 +184,8 @@ async def build_server(
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
-            ("grpc.so_reuseport", 0),
+            # Shared only by SEQSERVE_WORKERS > 1 workers; one process fails on a port in use.
+            ("grpc.so_reuseport", int(settings.workers > 1)),
         ]
     )
     server.add_generic_rpc_handlers((_handler(InferenceServicer(core, settings)),))

@@ -30,7 +30,7 @@ async def completions(request: Request) -> Response:
         body = await parse_body(request, CompletionBody)
         prompts = body.prompts()
         echo = bool(body.echo)
-        gen = core.submit(
+        gen = await core.submit(
             record, body.model, prompts, body.options(), stream=bool(body.stream), returns_prompt=echo
         )
         headers = {"x-request-id": record.request_id}
