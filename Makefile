@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint train serve clean image-smoke bench soak perf ceiling
+.PHONY: venv test lint train train-ddp-smoke serve clean image-smoke bench soak perf ceiling
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ lint: $(STAMP)
 # Rebuild every default model in exported_models/ from its recipe.
 train: $(STAMP)
 	$(PY) -m training build-defaults
+
+# Data-parallel check: a tiny recipe trained 20 steps by 2 ranks under torchrun (gloo on CPU) and by
+# 1 process at the same global batch; prints both final losses, their relative difference (fails
+# above 1e-4) and each run's seconds per step. `make test` runs it too (tests/training/test_torchrun.py).
+train-ddp-smoke: $(STAMP)
+	$(PY) -m training ddp-smoke
 
 # Serve exported_models/ over REST and gRPC. A fresh machine gets a venv with the serving
 # dependencies only (no torch); override any SEQSERVE_* setting on the command line or in the
