@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from tests.fixtures.tiny_models import build_tiny_model, make_tiny_model_dir, tiny_tokenizer
+from harness.tiny_models import build_tiny_model, make_tiny_model_dir, tiny_tokenizer
 from training.export import export_hf
 from training.export.artifact import export_model
 from training.export.hf_from_onnx import hf_from_artifact
