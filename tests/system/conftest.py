@@ -37,8 +37,8 @@ class Scale:
     grpc_fuzz_cases: int
 
 
-FAST = Scale(400, 100, 64, 8, 4, 8, 24, 8, 64, 8, 60)
-FULL = Scale(5000, 1000, 64, 12, 8, 24, 100, 32, 256, 60, 600)
+FAST = Scale(400, 100, 64, 8, 4, 8, 24, 8, 64, 8, 132)
+FULL = Scale(5000, 1000, 64, 12, 8, 24, 100, 32, 256, 60, 1650)
 
 
 @dataclass(frozen=True)
