@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from service.api.core import InferenceCore, ModelView
+from service.api.core import InferenceCore
 from service.api.errors import ApiError, ErrorKind, from_validation_error, invalid
 from service.api.generation import RequestRecord
 from service.api.oip_tensors import BYTES, Tensor, texts
 from service.api.schemas import REQUEST_ID_PATTERN, SamplingOptions
-from service.registry import ModelState
+from service.registry import ModelEntry, ModelState
 
 SERVER_NAME = "seqserve"
 # binary_tensor_data: REST tensors as raw bytes after the JSON header; generate: /generate(_stream).
@@ -69,35 +69,37 @@ def server_ready(core: InferenceCore) -> bool:
     return ready and not core.draining
 
 
-def find_model(core: InferenceCore, name: str, version: str = "") -> ModelView:
-    """The model named in a path or message; NOT_FOUND for an unknown name or version."""
+def find_model(core: InferenceCore, name: str, version: str = "") -> ModelEntry:
+    """The model named in a path or message; NOT_FOUND for an unknown name or version. A registry
+    lookup: this runs on every inference request."""
     if not name:
         raise invalid("model_name", "must name a model")
     if version not in ("", MODEL_VERSION):
         raise ApiError(
             ErrorKind.NOT_FOUND, f"model {name!r} has no version {version!r} (versions: {MODEL_VERSION})"
         )
-    for view in core.models():
-        if view.name == name:
-            return view
+    entry = core.registry.get(name)
+    if entry is not None:
+        return entry
     raise ApiError(ErrorKind.NOT_FOUND, f"model {name!r} not found (see GET /v1/models)")
 
 
 def model_ready(core: InferenceCore, name: str, version: str = "") -> bool:
-    view = find_model(core, name, version)
-    return view.state == ModelState.READY.value and not core.draining
+    entry = find_model(core, name, version)
+    return entry.state is ModelState.READY and not core.draining
 
 
 def model_metadata(core: InferenceCore, name: str, version: str = "") -> dict[str, Any]:
     """Name, versions, platform and the tensors a model takes and returns (-1: any size)."""
     view = find_model(core, name, version)
+    labels = list(view.manifest.labels or []) if view.manifest else []
     inputs: list[dict[str, Any]] = []
     outputs: list[dict[str, Any]] = []
     if view.task == "classify":
         inputs = [_tensor_meta(CLASSIFY_INPUT, BYTES, [-1])]
         outputs = [
             _tensor_meta(LABEL_OUTPUT, BYTES, [-1]),
-            _tensor_meta(PROBABILITIES_OUTPUT, "FP32", [-1, len(view.labels) or -1]),
+            _tensor_meta(PROBABILITIES_OUTPUT, "FP32", [-1, len(labels) or -1]),
         ]
     elif view.task == "generate":  # the generate extension's names (POST .../generate)
         inputs = [_tensor_meta(GENERATE_INPUT, BYTES, [1])]
@@ -146,7 +148,7 @@ async def infer(
     if not wanted or LABEL_OUTPUT in wanted:
         outputs.append(Tensor(LABEL_OUTPUT, BYTES, [n], [r.label.encode() for r in results]))
     if not wanted or PROBABILITIES_OUTPUT in wanted:
-        columns = list(results[0].probabilities) if results else list(view.labels)
+        columns = list(results[0].probabilities)
         probs = np.array([[r.probabilities[c] for c in columns] for r in results], dtype=np.float32)
         outputs.append(Tensor(PROBABILITIES_OUTPUT, "FP32", [n, len(columns)], probs.reshape(-1)))
     order = [r.name for r in requested]
