@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
 from service.api import rest_native, rest_oip, rest_openai
+from service.api.admission import AdmissionMiddleware
 from service.api.core import InferenceCore, ModelView
 from service.api.errors import ApiError, ErrorKind, invalid, is_oip_path
 from service.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware
@@ -34,7 +35,9 @@ def create_app(core: InferenceCore, settings: Settings) -> FastAPI:
     app.include_router(rest_oip.router)
     _add_routes(app)
     _add_error_handlers(app, settings)
-    # Added last = outermost: the key is checked before a body is read.
+    # Added last = outermost: the key is checked before a body is read, and the admission check
+    # (inside the body limit) sees the whole body.
+    app.add_middleware(AdmissionMiddleware, core=core, retry_after_s=settings.retry_after_s)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
