@@ -9,10 +9,10 @@ default), and then the response carries the same header. Errors are `{"error": "
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -167,7 +167,7 @@ def _infer_response(
     if client_id is not None:
         payload["id"] = client_id
     payload["outputs"] = described
-    header = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    header = orjson.dumps(payload)
     headers = {"x-request-id": request_id}
     if not raw_parts:
         return Response(header, media_type="application/json", headers=headers)
