@@ -29,8 +29,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.reliability.procstat import cpu_seconds
-from bench.server_process import ServerProcess, linked_models
+from harness.procstat import cpu_seconds
+from harness.server_process import ServerProcess, linked_models
 
 REPO = Path(__file__).resolve().parents[1]
 ROUTES = ("v1_sentiment", "v2_json", "v2_binary")

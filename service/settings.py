@@ -48,14 +48,25 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(256, ge=1)
     # Seconds a client is told to wait (Retry-After) when the queue is full.
     retry_after_s: int = Field(1, ge=0)
+    # Seconds a request may wait in the queue before it starts; past that it gets 503 + Retry-After
+    # (gRPC DEADLINE_EXCEEDED) and leaves the queue. 0: no limit. A request's `timeout` may ask for less.
+    max_queue_time_s: float = Field(30.0, ge=0.0)
     # Engine tuning: prompt tokens prefilled per scheduler iteration (bounds the stall of running streams).
     prefill_chunk_tokens: int = Field(512, ge=16)
+    # Structured outputs: the longest schema, regex, choice list or grammar text (characters), the
+    # longest a constraint may take to compile, and how many compiled grammars each model keeps.
+    max_constraint_chars: int = Field(65536, ge=64)
+    constraint_compile_timeout_s: float = Field(5.0, gt=0.0)
+    grammar_cache_size: int = Field(256, ge=1)
     # How often (ms) the interpreter may hand the GIL from the scheduler thread to the event loop.
     # Python's 5 ms let a refused request wait behind the sampler; 0.5 ms halved the 429 latency of a
     # 1,000-request burst at a full server and left the CPU per streamed token unchanged.
     gil_switch_interval_ms: float = Field(0.5, gt=0.0, le=100.0)
     # Warm-up runs the shapes requests will use, so that no first request pays for them.
     warmup: bool = True
+    # Full server processes sharing the HTTP and gRPC ports (SO_REUSEPORT), started and supervised
+    # by `python -m service` (service/supervisor.py). 1: one process and no supervisor, as before.
+    workers: int = Field(1, ge=1, le=256)
 
 
 def load_settings() -> Settings:

@@ -8,9 +8,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.api.core import ModelView
-from service.api.errors import from_validation_error, invalid
+from service.api.errors import from_validation_error
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
-from service.api.schemas import SamplingOptions
+from service.api.schemas import SamplingOptions, single_prompt
 from service.engine import Classification
 
 _OPTIONAL = (
@@ -42,22 +42,39 @@ def options(params: pb.SamplingParams) -> SamplingOptions:
     values["stop_token_ids"] = list(params.stop_token_ids)
     values["ignore_eos"] = params.ignore_eos
     values["prompt_logprobs"] = params.prompt_logprobs
+    if params.HasField("structured_outputs"):
+        values["structured_outputs"] = structured_outputs(params.structured_outputs)
+    if params.HasField("response_format"):
+        values["response_format"] = response_format(params.response_format)
     try:
         return SamplingOptions.model_validate(values)
     except ValidationError as exc:
         raise from_validation_error(exc, "params.") from None
 
 
-def prompt(request: pb.GenerateRequest) -> tuple[str | list[int], str]:
-    """(prompt, the field it came from); exactly one of prompt and prompt_token_ids."""
-    ids = list(request.prompt_token_ids)
-    if request.prompt and ids:
-        raise invalid("prompt", "give exactly one of prompt and prompt_token_ids")
-    if ids:
-        return ids, "prompt_token_ids"
-    if not request.prompt:
-        raise invalid("prompt", "must not be empty (give prompt or prompt_token_ids)")
-    return request.prompt, "prompt"
+def structured_outputs(msg: pb.StructuredOutputs) -> dict[str, Any]:
+    """The oneof as the REST body's object (an unset oneof stays empty: the schema then names the field)."""
+    kind = msg.WhichOneof("kind")
+    if kind is None:
+        return {}
+    if kind == "choice":
+        return {"choice": list(msg.choice.choices)}
+    return {kind: getattr(msg, kind)}
+
+
+def response_format(msg: pb.ResponseFormat) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": msg.type}
+    if msg.HasField("json_schema"):
+        js = msg.json_schema
+        out["json_schema"] = {"name": js.name or "response", "schema": js.schema, "strict": js.strict}
+        if js.description:
+            out["json_schema"]["description"] = js.description
+    return out
+
+
+def prompt(request: pb.GenerateRequest) -> str | list[int]:
+    """Exactly one of prompt and prompt_token_ids (proto3 cannot tell an empty one from an unset one)."""
+    return single_prompt(request.prompt or None, list(request.prompt_token_ids) or None)
 
 
 def token_logprob(d: dict[str, Any]) -> pb.TokenLogprob:
@@ -106,20 +123,22 @@ def generate_response(d: dict[str, Any]) -> pb.GenerateResponse:
 
 
 def stream_response(d: dict[str, Any]) -> pb.GenerateStreamResponse:
+    """Only the fields the message carries are set: a token message (most of a stream) costs one
+    constructor call, not a pass over every field of the proto."""
     msg = pb.GenerateStreamResponse(
-        id=d["id"],
-        model=d["model"],
-        index=d["index"],
-        text=d["text"],
-        token_ids=d.get("token_ids", []),
-        logprobs=[token_logprob(t) for t in d.get("logprobs") or []],
-        finish_reason=FINISH.get(d.get("finish_reason") or "", pb.FINISH_REASON_UNSPECIFIED),
-        prompt_logprobs=[token_logprob(t) for t in d.get("prompt_logprobs") or []],
-        error=d.get("error") or "",
+        id=d["id"], model=d["model"], index=d["index"], text=d["text"], token_ids=d.get("token_ids", ())
     )
-    _stop_reason(msg, d.get("stop_reason"))
-    if "usage" in d:
-        msg.usage.CopyFrom(usage(d["usage"]))
+    if logprobs := d.get("logprobs"):
+        msg.logprobs.extend(token_logprob(t) for t in logprobs)
+    if prompt_logprobs := d.get("prompt_logprobs"):
+        msg.prompt_logprobs.extend(token_logprob(t) for t in prompt_logprobs)
+    if "finish_reason" in d:
+        msg.finish_reason = FINISH.get(d["finish_reason"] or "", pb.FINISH_REASON_UNSPECIFIED)
+        _stop_reason(msg, d.get("stop_reason"))
+        if "usage" in d:
+            msg.usage.CopyFrom(usage(d["usage"]))
+        if error := d.get("error"):
+            msg.error = error
     return msg
 
 

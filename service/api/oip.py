@@ -21,7 +21,7 @@ from service.api.core import InferenceCore
 from service.api.errors import ApiError, ErrorKind, from_validation_error, invalid
 from service.api.generation import RequestRecord
 from service.api.oip_tensors import BYTES, Tensor, texts
-from service.api.schemas import REQUEST_ID_PATTERN, SamplingOptions
+from service.api.schemas import PROMPT_FIELDS, REQUEST_ID_PATTERN, SamplingOptions
 from service.registry import ModelEntry, ModelState
 
 SERVER_NAME = "seqserve"
@@ -183,6 +183,13 @@ def generate_options(parameters: dict[str, Any] | None) -> SamplingOptions:
     if options.logprobs is not None or options.prompt_logprobs:
         raise invalid("parameters.logprobs", "not supported by the generate extension; use /v1/generate")
     return options
+
+
+def generate_param(engine_field: str) -> str:
+    """The generate extension's name of a field the engine or the core names."""
+    if engine_field in PROMPT_FIELDS:
+        return "text_input"
+    return "parameters." + SamplingOptions.api_name(engine_field)
 
 
 def generate_message(model: str, request_id: str | None, text: str) -> dict[str, Any]:

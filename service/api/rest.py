@@ -63,7 +63,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.SCRAPE_REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict[str, object]:
@@ -121,7 +121,7 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {}
-        if exc.kind is ErrorKind.RESOURCE_EXHAUSTED:
+        if exc.kind is ErrorKind.RESOURCE_EXHAUSTED or exc.retry_after:
             headers["retry-after"] = str(settings.retry_after_s)
         return JSONResponse(exc.body_for(request.url.path), status_code=exc.kind.http_status, headers=headers)
 

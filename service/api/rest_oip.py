@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api import native, oip
 from service.api.core import InferenceCore
-from service.api.errors import ApiError, ErrorKind, invalid
+from service.api.errors import ErrorKind, fields_named_by, invalid
 from service.api.generation import Generation
 from service.api.oip_tensors import Tensor, from_json, from_raw, to_json_data, to_raw
 from service.api.openapi_bodies import json_body, json_or_binary_body
@@ -197,21 +197,14 @@ async def _generate(request: Request, model_name: str, model_version: str, strea
             record.request_id = rid
         view = oip.find_model(core, model_name, model_version)
         options = oip.generate_options(body.parameters)
-        gen = core.submit(
-            record,
-            view.name,
-            [body.text_input],
-            options,
-            stream=stream,
-            param_prefix="parameters.",
-            prompt_field="text_input",
-        )
+        with fields_named_by(oip.generate_param):
+            gen = await core.submit(record, view.name, [body.text_input], options, stream=stream)
         if stream:
             record.detached = True  # the stream closes the record when it ends
             return EventStream(_stream(core, gen, body.id), on_close=lambda: core.close_generation(gen))
         results = await unless_disconnected(request, gen.results(), gen.cancel)
-        if record.error:
-            raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+        if failure := gen.failure():
+            raise failure
         output = results[0].outputs[0]
         message = oip.generate_message(gen.model, body.id, output.text)
         message["finish_reason"] = output.finish_reason
@@ -220,7 +213,8 @@ async def _generate(request: Request, model_name: str, model_version: str, strea
 
 
 async def _stream(core: InferenceCore, gen: Generation, client_id: str | None) -> AsyncIterator[bytes]:
-    """One SSE event per batch of new text; the last one carries finish_reason and usage (or error)."""
+    """One SSE event per batch of new text; the last one carries finish_reason and usage. A stream the
+    server stopped (drain timeout, queue time limit) ends with an `{"error": ...}` event."""
     first = True
     async for batch in gen.event_batches():
         chunks = []
@@ -232,4 +226,7 @@ async def _stream(core: InferenceCore, gen: Generation, client_id: str | None) -
             chunks.append(sse(event))
         first = False
         yield b"".join(chunks)
-    core.end(gen.record)
+    failure = gen.failure()
+    if failure is not None and failure.kind is not ErrorKind.INTERNAL:
+        yield sse(failure.oip_body())
+    core.end(gen.record, failure.kind.http_status if failure else None, failure.message if failure else None)

@@ -40,10 +40,6 @@ def parse_json(raw: bytes, model: type[M]) -> M:
         raise from_validation_error(exc) from None
 
 
-def request_id(request: Request, from_body: str | None = None) -> str | None:
-    return from_body or request.headers.get("x-request-id")
-
-
 async def _until_disconnected(request: Request) -> None:
     """After the body is read, the server's next message is the disconnect (or never comes)."""
     while True:

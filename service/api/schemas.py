@@ -7,7 +7,8 @@ length, texts per request) are checked by the core, which knows the settings and
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import json
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -21,13 +22,20 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from service.engine import SamplingParams
+from service.api.errors import invalid
+from service.engine import Constraint, SamplingParams
+from service.engine.limits import (
+    MAX_LOGPROBS,
+    MAX_N,
+    MAX_PENALTY,
+    MAX_STOP_STRINGS,
+    MAX_STOP_TOKEN_IDS,
+    MIN_PENALTY,
+    SEED_BOUND,
+)
 
 DEFAULT_MAX_TOKENS = 16  # as OpenAI's completions API
 DEFAULT_TEMPERATURE = 1.0  # as OpenAI's: sample by default, temperature 0 is greedy
-MAX_STOP_STRINGS = 16
-MAX_LOGPROBS = 20
-MAX_N = 64
 # A client's request id is echoed as the `x-request-id` header (REST) and initial metadata (gRPC), so it
 # must be a legal header value: visible ASCII, no spaces. Anything else failed the response with a 500.
 REQUEST_ID_PATTERN = r"^[!-~]{0,128}$"
@@ -58,10 +66,12 @@ TopK = Annotated[int, Field(ge=0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 MinP = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 RepetitionPenalty = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
+Penalty = Annotated[float, Field(ge=MIN_PENALTY, le=MAX_PENALTY, allow_inf_nan=False)]
 N = Annotated[int, Field(ge=1, le=MAX_N)]
-Seed = Annotated[int, Field(ge=0, lt=2**64)]
+Seed = Annotated[int, Field(ge=0, lt=SEED_BOUND)]
 Logprobs = Annotated[int, Field(ge=0, le=MAX_LOGPROBS)]
+# Seconds a request may wait in the queue before it starts (the server's own limit applies too).
+QueueTimeout = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 ModelName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_valid_unicode)]
 
 
@@ -69,6 +79,91 @@ class _Strict(BaseModel):
     """Unknown fields are errors: a misspelt parameter must not be ignored silently."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _schema_object(value: Any) -> dict[str, Any]:
+    """A JSON Schema given as an object, or as JSON text (gRPC, and clients that send a string)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise PydanticCustomError("json_schema", "not valid JSON: {why}", {"why": str(exc)}) from None
+    if not isinstance(value, dict):
+        raise PydanticCustomError("json_schema", "must be a JSON Schema object")
+    return value
+
+
+SchemaObject = Annotated[Any, AfterValidator(_schema_object)]
+ConstraintText = Annotated[str, Field(min_length=1), AfterValidator(_valid_unicode)]
+
+
+class StructuredOutputs(_Strict):
+    """vLLM's `structured_outputs`: exactly one of a JSON Schema, a regex, a choice, a grammar, or any
+    JSON object. The generated text then matches it; completing it ends the sample ("stop")."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    json_schema: SchemaObject | None = Field(None, alias="json")
+    regex: ConstraintText | None = None
+    choice: list[ConstraintText] | None = Field(None, min_length=1)
+    grammar: ConstraintText | None = None  # Lark, or GBNF (llama.cpp's), as llguidance reads them
+    json_object: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredOutputs:
+        given = [k for k in ("json_schema", "regex", "choice", "grammar") if getattr(self, k) is not None]
+        given += ["json_object"] if self.json_object else []
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "structured_outputs", "give exactly one of json, regex, choice, grammar and json_object"
+            )
+        return self
+
+    def constraint(self, where: str) -> Constraint:
+        if self.json_schema is not None:
+            return Constraint("json", json.dumps(self.json_schema), f"{where}.json")
+        if self.regex is not None:
+            return Constraint("regex", self.regex, f"{where}.regex")
+        if self.choice is not None:
+            return Constraint("choice", json.dumps(self.choice), f"{where}.choice")
+        if self.grammar is not None:
+            return Constraint("grammar", self.grammar, f"{where}.grammar")
+        return Constraint("json", _ANY_OBJECT, f"{where}.json_object")
+
+
+_ANY_OBJECT = json.dumps({"type": "object"})
+
+
+class JsonSchemaFormat(BaseModel):
+    """OpenAI's `response_format.json_schema` (`strict` is accepted: the schema is always enforced)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: Annotated[str, Field(max_length=64)] = "response"
+    description: str | None = None
+    schema_: SchemaObject = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    """OpenAI's `response_format`: "text" (no constraint), "json_object" or "json_schema"."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_asked(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise _field_error("json_schema", 'required when type is "json_schema"')
+        return self
+
+    def constraint(self, where: str) -> Constraint | None:
+        if self.type == "json_object":
+            return Constraint("json", _ANY_OBJECT, f"{where}.type")
+        if self.type == "json_schema" and self.json_schema is not None:
+            schema = json.dumps(self.json_schema.schema_)
+            return Constraint("json", schema, f"{where}.json_schema.schema")
+        return None
 
 
 class SamplingOptions(_Strict):
@@ -83,19 +178,42 @@ class SamplingOptions(_Strict):
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
-    stop_token_ids: list[TokenId] = Field(default_factory=list, max_length=256)
+    stop_token_ids: list[TokenId] = Field(default_factory=list, max_length=MAX_STOP_TOKEN_IDS)
     ignore_eos: bool = False
     n: N = 1
     seed: Seed | None = None
     logprobs: Logprobs | None = None
     prompt_logprobs: bool = False
     min_tokens: MaxTokens = 0
+    structured_outputs: StructuredOutputs | None = None
+    response_format: ResponseFormat | None = None
+
+    # The two parameters the engine names differently (see to_engine); its errors name its own.
+    ENGINE_NAMES: ClassVar[dict[str, str]] = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
+
+    @classmethod
+    def api_name(cls, engine_field: str) -> str:
+        """The name clients know an engine parameter by."""
+        return cls.ENGINE_NAMES.get(engine_field, engine_field)
 
     @model_validator(mode="after")
     def _consistent(self) -> SamplingOptions:
         if self.max_tokens > 0 and self.min_tokens > self.max_tokens:
             raise _field_error("min_tokens", "must be <= max_tokens")
+        if self.structured_outputs is not None and self.constraint_of("response_format") is not None:
+            raise _field_error("structured_outputs", "give either structured_outputs or response_format")
         return self
+
+    def constraint_of(self, which: str) -> Constraint | None:
+        if which == "structured_outputs" and self.structured_outputs is not None:
+            return self.structured_outputs.constraint(which)
+        if which == "response_format" and self.response_format is not None:
+            return self.response_format.constraint(which)
+        return None
+
+    def constraint(self) -> Constraint | None:
+        """The output constraint, named by the field it came from (errors point there)."""
+        return self.constraint_of("structured_outputs") or self.constraint_of("response_format")
 
     def to_engine(self, max_new_tokens: int | None = None) -> SamplingParams:
         """The engine's parameters; `max_new_tokens` overrides max_tokens (scoring asks for one)."""
@@ -117,7 +235,26 @@ class SamplingOptions(_Strict):
             logprobs=self.logprobs,
             prompt_logprobs=self.prompt_logprobs,
             min_new_tokens=min(self.min_tokens, max_new_tokens or self.max_tokens),
+            constraint=self.constraint(),
         )
+
+
+PROMPT_FIELDS = ("prompt", "prompt_token_ids")
+
+
+def single_prompt(text: str | None, ids: list[int] | None) -> str | list[int]:
+    """The one prompt of a native or gRPC request: exactly one of `prompt` and `prompt_token_ids`."""
+    if (text is None) == (ids is None):
+        raise invalid("prompt", "give exactly one of prompt and prompt_token_ids")
+    return ids if ids is not None else text  # type: ignore[return-value]
+
+
+def native_param(engine_field: str) -> str:
+    """Where a native or gRPC request holds an engine parameter: the prompt fields at the top (as the
+    request gave it), everything else under `params`."""
+    if engine_field in PROMPT_FIELDS:
+        return engine_field
+    return "params." + SamplingOptions.api_name(engine_field)
 
 
 class GenerateBody(_Strict):
@@ -129,6 +266,12 @@ class GenerateBody(_Strict):
     params: SamplingOptions = Field(default_factory=SamplingOptions)
     stream: bool = False
     request_id: RequestId | None = None
+    timeout: QueueTimeout | None = None
+
+    param = staticmethod(native_param)
+
+    def the_prompt(self) -> str | list[int]:
+        return single_prompt(self.prompt, self.prompt_token_ids)
 
 
 class StreamOptions(_Strict):
@@ -166,6 +309,10 @@ class CompletionBody(_Strict):
     stop_token_ids: list[TokenId] | None = None
     ignore_eos: bool | None = False
     min_tokens: MaxTokens | None = 0
+    # OpenAI's field (the completions API of the openai client sends it through `extra_body`), and vLLM's.
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
+    timeout: QueueTimeout | None = None  # our extension: seconds it may wait in the queue
 
     @field_validator("prompt")
     @classmethod
@@ -202,7 +349,15 @@ class CompletionBody(_Strict):
             raise _field_error("logit_bias", "not supported")
         if self.best_of is not None and self.best_of != (self.n or 1):
             raise _field_error("best_of", "only best_of == n is supported")
+        both = self.structured_outputs is not None and self.response_format is not None
+        if both and self.response_format.type != "text":  # type: ignore[union-attr]
+            raise _field_error("structured_outputs", "give either structured_outputs or response_format")
         return self
+
+    @staticmethod
+    def param(engine_field: str) -> str:
+        """OpenAI's name of an engine parameter: token ids are a `prompt` too, sampling fields are flat."""
+        return "prompt" if engine_field in PROMPT_FIELDS else SamplingOptions.api_name(engine_field)
 
     def prompts(self) -> list[str | list[int]]:
         """The batch of prompts, each text or token ids."""
@@ -231,6 +386,8 @@ class CompletionBody(_Strict):
             "stop_token_ids": self.stop_token_ids,
             "ignore_eos": self.ignore_eos,
             "min_tokens": self.min_tokens,
+            "response_format": self.response_format,
+            "structured_outputs": self.structured_outputs,
         }
         values = {k: v for k, v in given.items() if v is not None}
         # echo + logprobs returns the prompt's token logprobs (how clients score text).
@@ -251,9 +408,6 @@ class SentimentBody(_Strict):
     model: ModelName | None = None
     texts: list[Text] = Field(min_length=1)
     request_id: RequestId | None = None
-
-
-Task = Literal["generate", "classify"]
 
 
 # ---- Open Inference Protocol (KServe V2), REST -------------------------------------------------------

@@ -9,6 +9,7 @@ from tokenizers import Tokenizer
 
 from service.engine import capacity
 from service.engine.batcher import ClassifierBatcher
+from service.engine.constraints import ConstraintLimits
 from service.engine.engine import GenerationEngine
 from service.engine.errors import ManifestError
 from service.engine.kv_cache import KVCacheSpec
@@ -36,11 +37,17 @@ def load_generation_model(model_dir: Path, settings: Settings) -> GenerationEngi
         tokenizer=tokenizer,
         eos_id=manifest.tokenizer.get("eos_id"),
         max_queue=settings.max_queue,
+        max_queue_time_s=settings.max_queue_time_s or None,
         max_prompt_tokens=settings.max_prompt_tokens,
         context_length=manifest.context_length,
         max_new_tokens=settings.max_new_tokens,
         prefill_chunk_tokens=settings.prefill_chunk_tokens,
         warmup=settings.warmup,
+        constraint_limits=ConstraintLimits(
+            max_chars=settings.max_constraint_chars,
+            compile_timeout_s=settings.constraint_compile_timeout_s,
+        ),
+        grammar_cache_size=settings.grammar_cache_size,
     )
 
 

@@ -4,7 +4,7 @@ report holds every figure the lead reads (the full run is for a quiet machine)."
 from __future__ import annotations
 
 from bench.oip_overhead import ROUTES, TEXTS, measure
-from bench.server_process import ServerProcess
+from harness.server_process import ServerProcess
 from tests.api.conftest import CLF_MODEL
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.server_process import ServerProcess
+from harness.server_process import ServerProcess
 from tests.api.conftest import CLF_MODEL
 from tests.clients import client_venv
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.server_process import ServerProcess
+from harness.server_process import ServerProcess
 from tests.system.conftest import SOAK, Models, Scale
 
 RUN_TIMEOUT_S = 1200 if SOAK else 240
