@@ -11,11 +11,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.errors import ApiError, ErrorKind
 
 # Probes and scrapes must work without the key: kubelets and Prometheus do not hold it.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
-async def send_error(send: Send, error: ApiError, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps(error.body()).encode()
+async def send_error(
+    send: Send, error: ApiError, headers: dict[str, str] | None = None, *, path: str = ""
+) -> None:
+    """The error in the shape of the protocol that `path` belongs to (OpenAI's, or `/v2`'s)."""
+    body = json.dumps(error.body_for(path)).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": error.kind.http_status, "headers": raw_headers})
@@ -47,7 +50,7 @@ class ApiKeyMiddleware:
             error = ApiError(
                 ErrorKind.UNAUTHENTICATED, "missing or invalid API key (Authorization: Bearer <key>)"
             )
-            await send_error(send, error, {"www-authenticate": "Bearer"})
+            await send_error(send, error, {"www-authenticate": "Bearer"}, path=scope["path"])
             return
         await self.app(scope, receive, send)
 
@@ -68,7 +71,7 @@ class BodyLimitMiddleware:
         )
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await send_error(send, too_large, {"connection": "close"})
+            await send_error(send, too_large, {"connection": "close"}, path=scope["path"])
             return
         chunks: list[bytes] = []
         size = 0
@@ -79,7 +82,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await send_error(send, too_large, {"connection": "close"})
+                await send_error(send, too_large, {"connection": "close"}, path=scope["path"])
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
