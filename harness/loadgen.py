@@ -193,6 +193,10 @@ class Clients:
             "temperature": call.temperature,
             "seed": call.seed,
         }
+        if call.stream:
+            # The usage chunk gives the true count: a token with no text yet (a special token, part of
+            # a character) sends no chunk of its own, so counting chunks alone undercounts.
+            body["stream_options"] = {"include_usage": True}
         async with self.http.post("/v1/completions", json=body) as response:
             out.status = response.status
             out.retry_after = response.headers.get("retry-after")
@@ -219,6 +223,8 @@ class Clients:
                         return
                 elif b'"finish_reason"' in line:
                     finish = json.loads(line[6:])["choices"][0]["finish_reason"]
+                elif b'"usage":{' in line:
+                    out.tokens = json.loads(line[6:])["usage"]["completion_tokens"]
         out.complete = done and finish in COMPLETE_FINISHES and out.tokens == call.max_tokens
 
     async def _grpc(self, call: Call, out: Outcome, start: float) -> None:

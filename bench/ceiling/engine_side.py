@@ -22,11 +22,11 @@ class InProcessEngine:
 
     def fit(self, workload: Workload) -> int:
         """The workload's token count, cut to what the model's context leaves after the prompt."""
-        max_len = self.engine.runner.max_len
-        if max_len is None:  # recurrent: no context limit
+        context = self.engine.context_length  # the rule the service applies (None: recurrent, no limit)
+        if context is None:
             return workload.tokens
         prompt = self.engine.encode(workload.engine_request(stream=False))
-        return max(1, min(workload.tokens, max_len - len(prompt)))
+        return max(1, min(workload.tokens, context - len(prompt)))
 
     def close(self) -> None:
         asyncio.run(self.engine.stop(5))
