@@ -112,6 +112,11 @@ class GenerationEngine:
             raise ValueError(f"max_new_tokens: at most {self.max_new_tokens} for {self.name!r}")
         if params.n > self.runner.max_slots:
             raise ValueError(f"n: at most {self.runner.max_slots} (the engine's slots)")
+        outside = [t for t, _ in params.logit_bias if t >= self.runner.vocab_size]
+        if outside:
+            raise ValueError(
+                f"logit_bias: token id {outside[0]} is outside the vocabulary [0, {self.runner.vocab_size})"
+            )
         if not self._ready:
             raise EngineStoppedError(f"model {self.name!r} is not ready")
         prompt = self.encode(request)

@@ -11,7 +11,7 @@ class SamplingParams:
     """How one request is decoded. Defaults are greedy with no penalties and eos as the stop token.
 
     Order of logits processing (the distribution `logprobs` reports, see sampling.py): repetition
-    penalty, presence/frequency penalties, temperature, top-k, top-p, min-p.
+    penalty, presence/frequency penalties, logit bias, temperature, top-k, top-p, min-p.
     """
 
     max_new_tokens: int = 128
@@ -31,12 +31,16 @@ class SamplingParams:
     prompt_logprobs: bool = False
     min_new_tokens: int = 0
     skip_special_tokens: bool = True
+    # OpenAI's logit_bias: (token id, bias in [-100, 100]) pairs added to the logits; a dict is accepted.
+    logit_bias: tuple[tuple[int, float], ...] = ()
     extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Lists from JSON become tuples so params stay hashable and immutable.
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        bias = self.logit_bias.items() if isinstance(self.logit_bias, dict) else self.logit_bias
+        object.__setattr__(self, "logit_bias", tuple(sorted((int(t), float(b)) for t, b in bias)))
         _check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         _check(_finite(self.temperature) and self.temperature >= 0.0, "temperature", "must be >= 0")
         _check(self.top_k >= 0, "top_k", "must be >= 0 (0 disables)")
@@ -60,6 +64,12 @@ class SamplingParams:
         _check(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings")
         _check(len(self.stop) <= 16, "stop", "at most 16 stop strings")
         _check(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids", "must be >= 0")
+        _check(all(t >= 0 for t, _ in self.logit_bias), "logit_bias", "token ids must be >= 0")
+        _check(
+            all(_finite(b) and -100.0 <= b <= 100.0 for _, b in self.logit_bias),
+            "logit_bias",
+            "biases must be in [-100, 100]",
+        )
         _check(1 <= self.n <= 64, "n", "must be in [1, 64]")
         _check(self.seed is None or 0 <= self.seed < 2**64, "seed", "must be in [0, 2**64)")
         _check(self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", "must be in [0, 20]")

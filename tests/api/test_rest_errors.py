@@ -41,7 +41,7 @@ COMPLETION_CASES = [
     ({"prompt": "x", "stop": ["a"] * 17}, 400, "stop"),
     ({"prompt": "x", "tempurature": 1}, 400, "tempurature"),
     ({"prompt": "x", "suffix": "y"}, 400, "suffix"),
-    ({"prompt": "x", "logit_bias": {"5": 1}}, 400, "logit_bias"),
+    ({"prompt": "x", "logit_bias": {"5": 101}}, 400, "logit_bias"),
     ({"prompt": ""}, 400, "prompt"),
     ({"prompt": []}, 400, "prompt"),
     ({"prompt": 7}, 400, "prompt"),

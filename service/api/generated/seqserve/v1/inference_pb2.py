@@ -24,47 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bseqserve/v1/inference.proto\x12\x0bseqserve.v1\"\xaf\x04\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\x16\n\x0estop_token_ids\x18\n \x03(\r\x12\x12\n\nignore_eos\x18\x0b \x01(\x08\x12\x0e\n\x01n\x18\x0c \x01(\rH\x08\x88\x01\x01\x12\x11\n\x04seed\x18\r \x01(\x04H\t\x88\x01\x01\x12\x15\n\x08logprobs\x18\x0e \x01(\rH\n\x88\x01\x01\x12\x17\n\x0fprompt_logprobs\x18\x0f \x01(\x08\x12\x17\n\nmin_tokens\x18\x10 \x01(\rH\x0b\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x08\n\x06_min_pB\x15\n\x13_repetition_penaltyB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x04\n\x02_nB\x07\n\x05_seedB\x0b\n\t_logprobsB\r\n\x0b_min_tokens\"\x8b\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\r\x12+\n\x06params\x18\x04 \x01(\x0b\x32\x1b.seqserve.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\t\">\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\"\x80\x01\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x14\n\x07logprob\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12-\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x17.seqserve.v1.TopLogprobB\n\n\x08_logprob\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"\xe9\x01\n\nCompletion\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.seqserve.v1.FinishReason\x12\x15\n\x0bstop_string\x18\x05 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\x06 \x01(\rH\x00\x12+\n\x08logprobs\x18\x07 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\r\n\x05\x65rror\x18\x08 \x01(\tB\r\n\x0bstop_reason\"\xcc\x01\n\x10GenerateResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x0b\x63ompletions\x18\x03 \x03(\x0b\x32\x17.seqserve.v1.Completion\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12\x32\n\x0fprompt_logprobs\x18\x05 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.seqserve.v1.Usage\"\xe7\x02\n\x16GenerateStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12+\n\x08logprobs\x18\x06 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\x30\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x19.seqserve.v1.FinishReason\x12\x15\n\x0bstop_string\x18\x08 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\t \x01(\rH\x00\x12!\n\x05usage\x18\n \x01(\x0b\x32\x12.seqserve.v1.Usage\x12\x32\n\x0fprompt_logprobs\x18\x0b \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\r\n\x05\x65rror\x18\x0c \x01(\tB\r\n\x0bstop_reason\"C\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x9c\x01\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\x45\n\rprobabilities\x18\x02 \x03(\x0b\x32..seqserve.v1.Classification.ProbabilitiesEntry\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"[\n\x10\x43lassifyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.seqserve.v1.Classification\"\x13\n\x11ListModelsRequest\"\xcc\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x07 \x01(\r\x12\x0e\n\x06labels\x18\x08 \x03(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\x12\n\nis_default\x18\n \x01(\x08\x12\x12\n\nparameters\x18\x0b \x01(\x04\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.seqserve.v1.ModelInfo*\x95\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x32\xc3\x02\n\tInference\x12G\n\x08Generate\x12\x1c.seqserve.v1.GenerateRequest\x1a\x1d.seqserve.v1.GenerateResponse\x12U\n\x0eGenerateStream\x12\x1c.seqserve.v1.GenerateRequest\x1a#.seqserve.v1.GenerateStreamResponse0\x01\x12G\n\x08\x43lassify\x12\x1c.seqserve.v1.ClassifyRequest\x1a\x1d.seqserve.v1.ClassifyResponse\x12M\n\nListModels\x12\x1e.seqserve.v1.ListModelsRequest\x1a\x1f.seqserve.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bseqserve/v1/inference.proto\x12\x0bseqserve.v1\"\xa1\x05\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05min_p\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x07 \x01(\x01H\x06\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x08 \x01(\x01H\x07\x88\x01\x01\x12\x0c\n\x04stop\x18\t \x03(\t\x12\x16\n\x0estop_token_ids\x18\n \x03(\r\x12\x12\n\nignore_eos\x18\x0b \x01(\x08\x12\x0e\n\x01n\x18\x0c \x01(\rH\x08\x88\x01\x01\x12\x11\n\x04seed\x18\r \x01(\x04H\t\x88\x01\x01\x12\x15\n\x08logprobs\x18\x0e \x01(\rH\n\x88\x01\x01\x12\x17\n\x0fprompt_logprobs\x18\x0f \x01(\x08\x12\x17\n\nmin_tokens\x18\x10 \x01(\rH\x0b\x88\x01\x01\x12>\n\nlogit_bias\x18\x11 \x03(\x0b\x32*.seqserve.v1.SamplingParams.LogitBiasEntry\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x08\n\x06_min_pB\x15\n\x13_repetition_penaltyB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x04\n\x02_nB\x07\n\x05_seedB\x0b\n\t_logprobsB\r\n\x0b_min_tokens\"\x8b\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\r\x12+\n\x06params\x18\x04 \x01(\x0b\x32\x1b.seqserve.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\t\">\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\"\x80\x01\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x14\n\x07logprob\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12-\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x17.seqserve.v1.TopLogprobB\n\n\x08_logprob\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"\xe9\x01\n\nCompletion\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.seqserve.v1.FinishReason\x12\x15\n\x0bstop_string\x18\x05 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\x06 \x01(\rH\x00\x12+\n\x08logprobs\x18\x07 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\r\n\x05\x65rror\x18\x08 \x01(\tB\r\n\x0bstop_reason\"\xcc\x01\n\x10GenerateResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x0b\x63ompletions\x18\x03 \x03(\x0b\x32\x17.seqserve.v1.Completion\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12\x32\n\x0fprompt_logprobs\x18\x05 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.seqserve.v1.Usage\"\xe7\x02\n\x16GenerateStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12+\n\x08logprobs\x18\x06 \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\x30\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x19.seqserve.v1.FinishReason\x12\x15\n\x0bstop_string\x18\x08 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\t \x01(\rH\x00\x12!\n\x05usage\x18\n \x01(\x0b\x32\x12.seqserve.v1.Usage\x12\x32\n\x0fprompt_logprobs\x18\x0b \x03(\x0b\x32\x19.seqserve.v1.TokenLogprob\x12\r\n\x05\x65rror\x18\x0c \x01(\tB\r\n\x0bstop_reason\"C\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x9c\x01\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\x45\n\rprobabilities\x18\x02 \x03(\x0b\x32..seqserve.v1.Classification.ProbabilitiesEntry\x1a\x34\n\x12ProbabilitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"[\n\x10\x43lassifyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.seqserve.v1.Classification\"\x13\n\x11ListModelsRequest\"\xcc\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x07 \x01(\r\x12\x0e\n\x06labels\x18\x08 \x03(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\x12\n\nis_default\x18\n \x01(\x08\x12\x12\n\nparameters\x18\x0b \x01(\x04\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.seqserve.v1.ModelInfo*\x95\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x32\xc3\x02\n\tInference\x12G\n\x08Generate\x12\x1c.seqserve.v1.GenerateRequest\x1a\x1d.seqserve.v1.GenerateResponse\x12U\n\x0eGenerateStream\x12\x1c.seqserve.v1.GenerateRequest\x1a#.seqserve.v1.GenerateStreamResponse0\x01\x12G\n\x08\x43lassify\x12\x1c.seqserve.v1.ClassifyRequest\x1a\x1d.seqserve.v1.ClassifyResponse\x12M\n\nListModels\x12\x1e.seqserve.v1.ListModelsRequest\x1a\x1f.seqserve.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'seqserve.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._loaded_options = None
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_options = b'8\001'
   _globals['_CLASSIFICATION_PROBABILITIESENTRY']._loaded_options = None
   _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_options = b'8\001'
-  _globals['_FINISHREASON']._serialized_start=2441
-  _globals['_FINISHREASON']._serialized_end=2590
+  _globals['_FINISHREASON']._serialized_start=2555
+  _globals['_FINISHREASON']._serialized_end=2704
   _globals['_SAMPLINGPARAMS']._serialized_start=45
-  _globals['_SAMPLINGPARAMS']._serialized_end=604
-  _globals['_GENERATEREQUEST']._serialized_start=607
-  _globals['_GENERATEREQUEST']._serialized_end=746
-  _globals['_TOPLOGPROB']._serialized_start=748
-  _globals['_TOPLOGPROB']._serialized_end=810
-  _globals['_TOKENLOGPROB']._serialized_start=813
-  _globals['_TOKENLOGPROB']._serialized_end=941
-  _globals['_USAGE']._serialized_start=943
-  _globals['_USAGE']._serialized_end=1022
-  _globals['_COMPLETION']._serialized_start=1025
-  _globals['_COMPLETION']._serialized_end=1258
-  _globals['_GENERATERESPONSE']._serialized_start=1261
-  _globals['_GENERATERESPONSE']._serialized_end=1465
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1468
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1827
-  _globals['_CLASSIFYREQUEST']._serialized_start=1829
-  _globals['_CLASSIFYREQUEST']._serialized_end=1896
-  _globals['_CLASSIFICATION']._serialized_start=1899
-  _globals['_CLASSIFICATION']._serialized_end=2055
-  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_start=2003
-  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_end=2055
-  _globals['_CLASSIFYRESPONSE']._serialized_start=2057
-  _globals['_CLASSIFYRESPONSE']._serialized_end=2148
-  _globals['_LISTMODELSREQUEST']._serialized_start=2150
-  _globals['_LISTMODELSREQUEST']._serialized_end=2169
-  _globals['_MODELINFO']._serialized_start=2172
-  _globals['_MODELINFO']._serialized_end=2376
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2378
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2438
-  _globals['_INFERENCE']._serialized_start=2593
-  _globals['_INFERENCE']._serialized_end=2916
+  _globals['_SAMPLINGPARAMS']._serialized_end=718
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=500
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=548
+  _globals['_GENERATEREQUEST']._serialized_start=721
+  _globals['_GENERATEREQUEST']._serialized_end=860
+  _globals['_TOPLOGPROB']._serialized_start=862
+  _globals['_TOPLOGPROB']._serialized_end=924
+  _globals['_TOKENLOGPROB']._serialized_start=927
+  _globals['_TOKENLOGPROB']._serialized_end=1055
+  _globals['_USAGE']._serialized_start=1057
+  _globals['_USAGE']._serialized_end=1136
+  _globals['_COMPLETION']._serialized_start=1139
+  _globals['_COMPLETION']._serialized_end=1372
+  _globals['_GENERATERESPONSE']._serialized_start=1375
+  _globals['_GENERATERESPONSE']._serialized_end=1579
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1582
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1941
+  _globals['_CLASSIFYREQUEST']._serialized_start=1943
+  _globals['_CLASSIFYREQUEST']._serialized_end=2010
+  _globals['_CLASSIFICATION']._serialized_start=2013
+  _globals['_CLASSIFICATION']._serialized_end=2169
+  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_start=2117
+  _globals['_CLASSIFICATION_PROBABILITIESENTRY']._serialized_end=2169
+  _globals['_CLASSIFYRESPONSE']._serialized_start=2171
+  _globals['_CLASSIFYRESPONSE']._serialized_end=2262
+  _globals['_LISTMODELSREQUEST']._serialized_start=2264
+  _globals['_LISTMODELSREQUEST']._serialized_end=2283
+  _globals['_MODELINFO']._serialized_start=2286
+  _globals['_MODELINFO']._serialized_end=2490
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2492
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2552
+  _globals['_INFERENCE']._serialized_start=2707
+  _globals['_INFERENCE']._serialized_end=3030
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,101 @@
+"""POST /v1/chat/completions, compatible with OpenAI's chat completions API (and its Python client).
+
+Messages become a prompt through the model's chat template (manifest `chat.template`, rendered
+sandboxed by service/chat_template.py); from there a chat request is a completion with one prompt,
+on the same core path. Streaming sends `chat.completion.chunk`s: a first one per choice with the
+assistant role, content deltas, a last one per choice with its finish reason, then `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from service.api import openai_chat_format as fmt
+from service.api.core import InferenceCore
+from service.api.errors import ApiError, ErrorKind, invalid
+from service.api.generation import Generation
+from service.api.rest_support import (
+    EventStream,
+    json_body,
+    parse_body,
+    request_id,
+    sse,
+    unless_disconnected,
+)
+from service.api.schemas import ChatCompletionBody
+from service.chat_template import ChatTemplateError
+from service.engine import FinishEvent
+
+ROUTE = "/v1/chat/completions"
+router = APIRouter()
+
+
+@router.post(ROUTE, openapi_extra=json_body(ChatCompletionBody))
+async def chat_completions(request: Request) -> Response:
+    core: InferenceCore = request.app.state.core
+    async with core.track(ROUTE, request_id(request)) as record:
+        body = await parse_body(request, ChatCompletionBody)
+        model, template = core.chat_template(record, body.model)
+        try:
+            prompt = template.render(body.messages_dicts(), body.add_generation_prompt)
+        except ChatTemplateError as exc:
+            raise invalid("messages", str(exc)) from None
+        options = body.options(core.settings.max_new_tokens, template.stop)
+        try:
+            gen = core.submit(
+                record, model, [prompt], options, stream=bool(body.stream), prompt_field="messages"
+            )
+        except ApiError as exc:
+            if exc.param != "max_tokens":
+                raise
+            field = body.max_tokens_field  # the client may have named it max_completion_tokens
+            raise ApiError(exc.kind, field + exc.message[len("max_tokens") :], field) from None
+        logprobs = bool(body.logprobs)
+        if body.stream:
+            record.detached = True  # the stream closes the record when it ends
+            stream = _stream(core, gen, logprobs, body.include_usage)
+            return EventStream(stream, on_close=lambda: core.close_generation(gen))
+        results = await unless_disconnected(request, gen.results(), gen.cancel)
+        if record.error:
+            raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+        return JSONResponse(fmt.response(gen, results[0], logprobs))
+
+
+async def _stream(
+    core: InferenceCore, gen: Generation, logprobs: bool, include_usage: bool
+) -> AsyncIterator[bytes]:
+    yield b"".join(
+        sse(fmt.chunk(gen, i, {"role": "assistant", "content": ""}, with_usage_field=include_usage))
+        for i in range(gen.n)
+    )
+    async for batch in gen.event_batches():
+        # One write for whatever arrived together (a backlog when the loop is busy), not one per token.
+        messages: list[bytes] = []
+        for _, event in batch:
+            if isinstance(event, FinishEvent):
+                if event.finish_reason == "error":
+                    messages.append(
+                        sse(ApiError(ErrorKind.INTERNAL, f"the model failed: {event.error}").body())
+                    )
+                    continue
+                delta = {"content": event.text} if event.text else {}
+                chunk = fmt.chunk(
+                    gen, event.index, delta, None, event.finish_reason, event.stop_reason, include_usage
+                )
+                messages.append(sse(chunk))
+                continue
+            lp = None
+            if logprobs:
+                lp = fmt.token_entries(gen, [event.token_id], [event.logprob], [event.top_logprobs])
+            if event.text or lp is not None:
+                chunk = fmt.chunk(gen, event.index, {"content": event.text}, lp, None, None, include_usage)
+                messages.append(sse(chunk))
+        if messages:
+            yield b"".join(messages)
+    if include_usage:
+        yield sse(fmt.usage_chunk(gen))
+    yield sse("[DONE]")
+    core.end(gen.record, ErrorKind.INTERNAL.http_status if gen.record.error else None)
