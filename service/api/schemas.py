@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from service.api.errors import from_validation_error
 from service.engine import SamplingParams
 
 DEFAULT_MAX_TOKENS = 16  # as OpenAI's completions API
@@ -223,7 +224,10 @@ class _OpenAISampling(_Strict):
             "min_tokens": self.min_tokens,
             **extra,
         }
-        return SamplingOptions(**{k: v for k, v in given.items() if v is not None})
+        try:
+            return SamplingOptions(**{k: v for k, v in given.items() if v is not None})
+        except ValidationError as exc:  # rules across fields, e.g. min_tokens above the default max_tokens
+            raise from_validation_error(exc) from None
 
 
 class CompletionBody(_OpenAISampling):

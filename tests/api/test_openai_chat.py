@@ -144,6 +144,7 @@ def test_a_model_without_a_chat_template_is_a_bad_request_naming_it(client: open
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"extra_body": {"best_of": 2}}, "best_of"),
         ({"logit_bias": {"x": 1}}, "logit_bias"),
+        ({"extra_body": {"min_tokens": 100}}, "min_tokens"),  # above max_tokens; found by schemathesis
     ],
 )
 def test_bad_chat_requests_name_the_field(client: openai.OpenAI, request_fields: dict, param: str) -> None:
