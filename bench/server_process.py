@@ -7,6 +7,7 @@ every HTTP call made here has a timeout, and `stop()` always reaps the process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -23,10 +24,16 @@ STARTUP_TIMEOUT_S = float(os.environ.get("SEQSERVE_TEST_STARTUP_S", "240"))
 STOP_TIMEOUT_S = 60.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every socket stays bound until all are chosen, so the kernel cannot
+    hand the same port out twice (seen with one-at-a-time picks: HTTP and gRPC got one port)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def linked_models(root: Path, models: dict[str, Path]) -> Path:
@@ -42,8 +49,7 @@ class ServerProcess:
     """One service process; `env` holds SEQSERVE_* overrides (models dir, limits, key...)."""
 
     def __init__(self, models_dir: Path, log_path: Path, **env: str | int | float) -> None:
-        self.http_port = free_port()
-        self.grpc_port = free_port()
+        self.http_port, self.grpc_port = free_ports(2)
         self.log_path = log_path
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}  # hermetic
         self.env = {

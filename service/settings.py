@@ -20,9 +20,15 @@ class Settings(BaseSettings):
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(50051, ge=0, le=65535)
     provider: Literal["cpu", "cuda"] = "cpu"
-    # 0 lets onnxruntime pick (one thread per physical core).
+    # 0 = auto: the usable cores less one for the event loop, at least 1 (service/engine/capacity.py).
     intra_op_threads: int = Field(0, ge=0)
-    max_slots: int = Field(16, ge=1, le=1024)
+    # ORT's intra-op threads busy-wait between runs unless told not to: off, so that a lightly loaded
+    # server does not burn the cores its event loop needs (docs/api.md has both measured).
+    allow_spinning: bool = False
+    # None = auto: as many slots as `kv_cache_mb` of cache or state holds, at most 64 on CPU and
+    # 256 on CUDA (service/engine/capacity.py).
+    max_slots: int | None = Field(None, ge=1, le=1024)
+    kv_cache_mb: int = Field(1024, ge=1)
     max_queue: int = Field(64, ge=0)
     # None means: up to the model's context length (minus room for at least one new token).
     max_prompt_tokens: int | None = Field(None, ge=1)
@@ -44,6 +50,10 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=0)
     # Engine tuning: prompt tokens prefilled per scheduler iteration (bounds the stall of running streams).
     prefill_chunk_tokens: int = Field(512, ge=16)
+    # How often (ms) the interpreter may hand the GIL from the scheduler thread to the event loop.
+    # Python's 5 ms let a refused request wait behind the sampler; 0.5 ms halved the 429 latency of a
+    # 1,000-request burst at a full server and left the CPU per streamed token unchanged.
+    gil_switch_interval_ms: float = Field(0.5, gt=0.0, le=100.0)
     # Warm-up runs the shapes requests will use, so that no first request pays for them.
     warmup: bool = True
 

@@ -181,6 +181,18 @@ class InferenceCore:
             raise ApiError(ErrorKind.UNAVAILABLE, f"model {entry.name!r} is {entry.state.value}{why}")
         return entry
 
+    def saturated_generation_model(self, name: str | None) -> str | None:
+        """The name of the generation model a request for `name` (None: the default) would be refused
+        by for want of a slot and a queue place, else None (also when anything else is wrong with it:
+        the route then answers that properly)."""
+        if self.draining:
+            return None
+        wanted = name or self.registry.default_name("generate")
+        entry = self.registry.get(wanted) if wanted else None
+        if entry is None or entry.engine is None or entry.state is not ModelState.READY:
+            return None
+        return entry.name if entry.engine.saturated else None
+
     def models(self) -> list[ModelView]:
         defaults = {self.registry.default_name("generate"), self.registry.default_name("classify")}
         views = []

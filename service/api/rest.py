@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
 from service.api import rest_chat, rest_native, rest_openai, rest_tokens
+from service.api.admission import AdmissionMiddleware
 from service.api.core import InferenceCore, ModelView
 from service.api.errors import ApiError, ErrorKind, invalid
 from service.api.middleware import OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
@@ -37,8 +38,10 @@ def create_app(core: InferenceCore, settings: Settings) -> FastAPI:
     _add_routes(app)
     _add_error_handlers(app, settings)
     _add_openapi(app, bool(settings.api_key))
-    # Added last = outermost: the key is checked before a body is read, and every response, the
-    # key's and the body limit's refusals included, carries the request id.
+    # Added last = outermost: the key is checked before a body is read, the admission check (inside
+    # the body limit) sees the whole body, and every response, the refusals of all three included,
+    # carries the request id.
+    app.add_middleware(AdmissionMiddleware, core=core, retry_after_s=settings.retry_after_s)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import StreamingResponse
@@ -77,8 +78,9 @@ async def unless_disconnected(request: Request, work: Awaitable[T], on_disconnec
 
 
 def sse(data: dict[str, Any] | str) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"data: {payload}\n\n".encode()
+    """One SSE event. orjson: the per-chunk JSON encoding was 5% of the event loop at 64 streams."""
+    payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
+    return b"data: " + payload + b"\n\n"
 
 
 class EventStream(StreamingResponse):

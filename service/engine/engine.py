@@ -83,7 +83,13 @@ class GenerationEngine:
         self._scheduler.start()
         self._ready = True
         metrics.MODEL_READY.labels(model=self.name).set(1)
-        log.info("model %s ready on %s with %d slots", self.name, self.provider, self.runner.max_slots)
+        log.info(
+            "model %s ready on %s with %d slots and %d ORT threads",
+            self.name,
+            self.provider,
+            self.runner.max_slots,
+            self.runner.session.threads,
+        )
 
     def encode(self, request: GenerationRequest) -> list[int]:
         """Prompt token ids, checked against the context: raises PromptTooLongError or ValueError."""
@@ -119,6 +125,7 @@ class GenerationEngine:
             )
         if not self._ready:
             raise EngineStoppedError(f"model {self.name!r} is not ready")
+        self._scheduler.check_room()  # before tokenising: a refusal at a full server costs little
         prompt = self.encode(request)
         loop = asyncio.get_running_loop()
         handle = RequestHandle(request, prompt, loop, self._scheduler.wake)
@@ -129,6 +136,11 @@ class GenerationEngine:
         self._handles.add(handle)
         handle.done.add_done_callback(lambda _f: self._handles.discard(handle))
         return handle
+
+    @property
+    def saturated(self) -> bool:
+        """No slot and no queue place is free: a new request would be refused (read without the lock)."""
+        return self._ready and not self._scheduler.has_room
 
     def stats(self) -> EngineStats:
         running, waiting = self._scheduler.counts()

@@ -88,6 +88,13 @@ class KVCacheSpec:
     max_len: int
     dtype: str = "float32"  # a GPU variant of a model may hold its cache in float16
 
+    @property
+    def bytes_per_slot(self) -> int:
+        """Keys and values of every layer for one slot: what each slot costs."""
+        return (
+            2 * self.num_layers * self.kv_heads * self.max_len * self.head_dim * np.dtype(self.dtype).itemsize
+        )
+
 
 class KVCache:
     """Per-layer key and value buffers plus each slot's cached length (the only per-row state GQA needs)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from service.engine import capacity
 from service.engine.batcher import ClassifierBatcher
 from service.engine.engine import GenerationEngine
 from service.engine.errors import ManifestError
@@ -26,8 +27,8 @@ def load_generation_model(model_dir: Path, settings: Settings) -> GenerationEngi
     manifest = read_manifest(Path(model_dir))
     if manifest.task != "generate":
         raise ManifestError(f"{manifest.name}: task is {manifest.task!r}, not 'generate'")
-    session = ModelSession(manifest.model_path, settings.provider, settings.intra_op_threads)
-    runner = build_runner(manifest, session, settings.max_slots)
+    session = open_session(manifest, settings)
+    runner = build_runner(manifest, session, settings.max_slots, settings.kv_cache_mb << 20)
     tokenizer = Tokenizer.from_file(str(manifest.tokenizer_path))
     return GenerationEngine(
         name=manifest.name,
@@ -43,24 +44,39 @@ def load_generation_model(model_dir: Path, settings: Settings) -> GenerationEngi
     )
 
 
-def build_runner(manifest: Manifest, session: ModelSession, max_slots: int) -> ModelRunner:
-    """A KV-cache runner for Transformers (`onnx.kv_cache`), a state runner for RNNs (`onnx.state`)."""
+def open_session(manifest: Manifest, settings: Settings) -> ModelSession:
+    return ModelSession(
+        manifest.model_path, settings.provider, settings.intra_op_threads, settings.allow_spinning
+    )
+
+
+def build_runner(
+    manifest: Manifest, session: ModelSession, max_slots: int | None, kv_budget_bytes: int = 1 << 30
+) -> ModelRunner:
+    """A KV-cache runner for Transformers (`onnx.kv_cache`), a state runner for RNNs (`onnx.state`).
+
+    `max_slots` None sizes the slots from `kv_budget_bytes` (capacity.slot_count). The cache rows
+    are as long as the graph declares its past (a fixed dimension of the exported graph).
+    """
     kv = manifest.onnx.get("kv_cache")
     state = manifest.onnx.get("state")
     vocab = _vocab_size(manifest)
     if kv:
+        max_len = int(kv["max_len"])
         spec = KVCacheSpec(
             int(kv["num_layers"]),
             int(kv["kv_heads"]),
             int(kv["head_dim"]),
-            int(kv["max_len"]),
+            max_len,
             str(kv.get("dtype") or "float32"),
         )
-        return TransformerRunner(session, spec, max_slots, vocab, int(manifest.tokenizer.get("pad_id", 0)))
+        slots = capacity.slot_count(max_slots, spec.bytes_per_slot, kv_budget_bytes, session.device)
+        return TransformerRunner(session, spec, slots, vocab, int(manifest.tokenizer.get("pad_id", 0)))
     if state:
-        return RecurrentRunner(
-            session, int(state["num_layers"]), int(state["hidden_size"]), str(state["cell"]), max_slots, vocab
-        )
+        layers, hidden, cell = int(state["num_layers"]), int(state["hidden_size"]), str(state["cell"])
+        per_slot = layers * hidden * 4 * (2 if cell == "lstm" else 1)
+        slots = capacity.slot_count(max_slots, per_slot, kv_budget_bytes, session.device)
+        return RecurrentRunner(session, layers, hidden, cell, slots, vocab)
     raise ManifestError(f"{manifest.name}: a generate model needs onnx.kv_cache or onnx.state")
 
 
@@ -79,7 +95,7 @@ def load_classifier(model_dir: Path, settings: Settings) -> ClassifierBatcher:
         raise ManifestError(
             f"{manifest.name}: not a classifier (task {manifest.task!r}, labels {manifest.labels})"
         )
-    session = ModelSession(manifest.model_path, settings.provider, settings.intra_op_threads)
+    session = open_session(manifest, settings)
     tok = manifest.tokenizer
     return ClassifierBatcher(
         name=manifest.name,

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.engine import capacity
+
 log = logging.getLogger(__name__)
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
@@ -22,11 +24,19 @@ _PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider",
 class ModelSession:
     """An ORT session plus the facts the engine binds against: provider, device, input and output names."""
 
-    def __init__(self, model_path: Path, provider: str = "cpu", intra_op_threads: int = 0) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        provider: str = "cpu",
+        intra_op_threads: int = 0,
+        allow_spinning: bool = False,
+    ) -> None:
         if provider not in _PROVIDERS:
             raise ValueError(f"provider: must be one of {sorted(_PROVIDERS)}, got {provider!r}")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
+        self.threads = capacity.intra_op_threads(intra_op_threads, provider)
+        options.intra_op_num_threads = self.threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -39,7 +49,14 @@ class ModelSession:
             log.warning(
                 "CUDA requested for %s but not active (providers %s): running on CPU", model_path, active
             )
-        log.info("session %s: provider %s (ORT providers %s)", model_path.name, self._provider, active)
+        log.info(
+            "session %s: provider %s (ORT providers %s), %d intra-op threads, spinning %s",
+            model_path.name,
+            self._provider,
+            active,
+            self.threads,
+            "on" if allow_spinning else "off",
+        )
         # Called right before each model run: the scheduler hands its pending events to the event
         # loop here, so the loop works on them while ORT computes with the GIL released.
         self.before_run: Callable[[], None] | None = None

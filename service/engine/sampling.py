@@ -32,6 +32,7 @@ class SamplingRow:
     num_generated: int
     suppress_ids: tuple[int, ...]  # stop ids masked while num_generated < min_new_tokens
     plain_greedy: bool = False  # see plain_greedy(): the fast path of sample()
+    plain_temperature: bool = False  # see plain_temperature(): the lean float32 draw
 
     @cached_property
     def bias_arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -138,11 +139,98 @@ def plain_greedy(params: SamplingParams) -> bool:
     )
 
 
+_BLOCK = 64  # tokens per block of the two-level CDF search
+
+
+def plain_temperature(params: SamplingParams) -> bool:
+    """Temperature alone shapes the draw: no truncation, penalties, min length or logprobs (the
+    OpenAI defaults with a temperature), so the lean float32 path of `_draw_with_temperature` serves.
+    A logit bias changes the logits, so it takes the processed path."""
+    p = params
+    return (
+        not p.greedy
+        and p.logprobs is None
+        and p.top_k == 0
+        and p.top_p >= 1.0
+        and p.min_p == 0.0
+        and p.repetition_penalty == 1.0
+        and p.presence_penalty == 0.0
+        and p.frequency_penalty == 0.0
+        and p.min_new_tokens == 0
+        and not p.logit_bias
+    )
+
+
 def sample(logits: np.ndarray, rows: Sequence[SamplingRow]) -> SampleOutput:
-    """Choose one token per row: argmax for greedy rows, an inverse-CDF draw from the row's RNG otherwise."""
+    """Choose one token per row: argmax for greedy rows, an inverse-CDF draw from the row's RNG otherwise.
+
+    Which computation serves a row depends on that row's parameters alone, never on its batch, so a
+    seeded request draws the same tokens whatever shares its step.
+    """
+    n = len(rows)
+    none: list = [None] * n
     if all(r.plain_greedy for r in rows):  # the common case pays for one argmax, nothing else
-        none: list = [None] * len(rows)
         return SampleOutput(np.argmax(logits, axis=1).astype(np.int64), none, list(none))
+    plain = np.fromiter((r.plain_temperature for r in rows), dtype=bool, count=n)
+    if plain.all():
+        return SampleOutput(_draw_with_temperature(logits, rows), none, list(none))
+    if not plain.any():
+        return _sample_processed(logits, rows)
+    lean, full = np.flatnonzero(plain), np.flatnonzero(~plain)
+    tokens = np.empty(n, dtype=np.int64)
+    tokens[lean] = _draw_with_temperature(logits[lean], [rows[i] for i in lean])
+    rest = _sample_processed(logits[full], [rows[i] for i in full])
+    tokens[full] = rest.tokens
+    logprobs, tops = list(none), list(none)
+    for j, i in enumerate(full):
+        logprobs[i], tops[i] = rest.logprobs[j], rest.top_logprobs[j]
+    return SampleOutput(tokens, logprobs, tops)
+
+
+def _draw_with_temperature(logits: np.ndarray, rows: Sequence[SamplingRow]) -> np.ndarray:
+    """Draw from softmax(logits / T) in float32: a few passes over the batch instead of the processed
+    path's dozen in float64 (sampling was 15% of the server's CPU at 64 streams). float32's CDF error
+    (~1e-5 of the mass) is far below any sampling noise."""
+    x = np.asarray(logits, dtype=np.float32)
+    weights = x - x.max(axis=1, keepdims=True)
+    weights *= np.array([1.0 / r.params.temperature for r in rows], dtype=np.float32)[:, None]
+    np.exp(weights, out=weights)
+    uniforms = np.array([r.rng.random() for r in rows], dtype=np.float32)
+    picked = inverse_cdf(weights, uniforms)
+    # Rounding at the top of the mass could land on a token of zero weight: take the best there.
+    every = np.arange(len(rows))
+    zero = weights[every, picked] == 0.0
+    if zero.any():
+        picked[zero] = np.argmax(x[zero], axis=1)
+    return picked
+
+
+def inverse_cdf(weights: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """Per row, the first index whose running sum of `weights` exceeds `uniforms` x the row's total.
+
+    Searched in two levels, blocks of `_BLOCK` entries and then one block per row, because numpy's
+    cumulative sum along a row is sequential: it was 2.1 of the 2.8 ms of a 64 x 2048 draw.
+    """
+    n, vocab = weights.shape
+    blocks = -(-vocab // _BLOCK)
+    if vocab % _BLOCK:
+        padded = np.zeros((n, blocks * _BLOCK), dtype=weights.dtype)
+        padded[:, :vocab] = weights
+        weights = padded
+    by_block = weights.reshape(n, blocks, _BLOCK)
+    block_mass = by_block.sum(axis=2)
+    block_cdf = np.cumsum(block_mass, axis=1)
+    target = uniforms.astype(weights.dtype) * block_cdf[:, -1]
+    block = np.minimum((block_cdf <= target[:, None]).sum(axis=1), blocks - 1)
+    every = np.arange(n)
+    inside = target - (block_cdf[every, block] - block_mass[every, block])
+    within = np.cumsum(by_block[every, block], axis=1)
+    offset = np.minimum((within <= inside[:, None]).sum(axis=1), _BLOCK - 1)
+    return np.minimum(block * _BLOCK + offset, vocab - 1).astype(np.int64)
+
+
+def _sample_processed(logits: np.ndarray, rows: Sequence[SamplingRow]) -> SampleOutput:
+    """The general path: every processor, then a float64 draw; logprobs for the rows that ask."""
     processed = process_logits(logits, rows)
     # Unnormalised probabilities, computed once: drawing needs only their running sum, and only the
     # rows that asked for logprobs pay for a log-softmax.
@@ -154,9 +242,7 @@ def sample(logits: np.ndarray, rows: Sequence[SamplingRow]) -> SampleOutput:
     drawn = np.array([i for i, row in enumerate(rows) if not row.params.greedy], dtype=np.int64)
     if drawn.size:
         # Inverse CDF with one uniform per row from that row's own generator.
-        cdf = np.cumsum(weights[drawn], axis=1)
-        u = np.array([rows[i].rng.random() for i in drawn]) * cdf[:, -1]
-        picked = np.minimum((cdf <= u[:, None]).sum(axis=1), cdf.shape[1] - 1)
+        picked = inverse_cdf(weights[drawn], np.array([rows[i].rng.random() for i in drawn]))
         # Float rounding at the top of the CDF could land on a removed token: fall back to the best.
         removed = weights[drawn, picked] == 0.0
         tokens[drawn] = np.where(removed, tokens[drawn], picked)

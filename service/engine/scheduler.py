@@ -78,11 +78,23 @@ class Scheduler:
             # Waiting jobs that free slots will take at the next iteration do not really wait: the
             # bound is on the rest. Slots are reserved at admission, under this lock, so `free` is
             # exact here and a burst is split exactly into slots + queue admitted, the rest refused.
-            if len(self._waiting) >= self.max_queue + self.slots.free:
-                raise QueueFullError(f"model {self.model_name!r}: waiting queue is full ({self.max_queue})")
+            self.check_room()
             self._waiting.append(job)
             self._attention = True
             self._cond.notify()
+
+    def check_room(self) -> None:
+        """Raise QueueFullError when a new job would find neither a free slot nor a queue place.
+
+        Called under the lock by `submit` (exact), and without it before a request is tokenised (a
+        racy but cheap early refusal: at a full server, refusals are the traffic to make cheap).
+        """
+        if not self.has_room:
+            raise QueueFullError(f"model {self.model_name!r}: waiting queue is full ({self.max_queue})")
+
+    @property
+    def has_room(self) -> bool:
+        return len(self._waiting) < self.max_queue + self.slots.free
 
     def wake(self) -> None:
         """Something changed (a cancel): the next iteration takes the full path."""

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from service.engine.detokenizer import IncrementalDetokenizer
 from service.engine.params import SamplingParams
 from service.engine.request import RequestHandle
-from service.engine.sampling import SamplingRow, plain_greedy
+from service.engine.sampling import SamplingRow, plain_greedy, plain_temperature
 from service.engine.stop_strings import StopStringMatcher
 
 
@@ -84,6 +84,7 @@ class Sequence:
             num_generated=0,
             suppress_ids=tuple(sorted(job.stop_ids)) if params.min_new_tokens else (),
             plain_greedy=plain_greedy(params),
+            plain_temperature=plain_temperature(params),
         )
 
     @property

@@ -174,6 +174,13 @@ def test_a_full_queue_is_429_with_retry_after_and_resource_exhausted(
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "3"
         assert refused.json()["error"]["type"] == "rate_limit_error"
+        # The native route is refused the same way, before its body is validated, with its id echoed.
+        native = client.post(
+            "/v1/generate", json={"model": RNN_MODEL, "prompt": "To be"}, headers={"x-request-id": "full-1"}
+        )
+        assert native.status_code == 429 and native.headers["retry-after"] == "3"
+        assert native.headers["x-request-id"] == "full-1"
+        assert native.json()["error"]["type"] == "rate_limit_error"
         stub = pb_grpc.InferenceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
             stub.Generate(pb.GenerateRequest(model=RNN_MODEL, prompt="To be"), metadata=GRPC_AUTH, timeout=30)

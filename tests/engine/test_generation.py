@@ -236,6 +236,34 @@ def test_full_queue_rejects_fast(tiny_model):
         run(engine.stop(5))
 
 
+def test_a_refused_request_never_reaches_the_tokenizer_or_the_scheduler(tiny_model):
+    """At a full server refusals are the traffic: each must cost a check, not a tokenisation."""
+    engine = make_engine(tiny_model("lstm"), max_slots=1, max_queue=0)
+    encoded: list[str] = []
+    real_encode = engine.tokenizer.encode
+
+    def counting_encode(text: str, *args: object, **kwargs: object):  # the real tokenizer, counted
+        encoded.append(text)
+        return real_encode(text, *args, **kwargs)
+
+    async def go() -> tuple[int, int]:
+        holder = engine.submit(req(prompt(30, 4), max_new_tokens=400, ignore_eos=True))
+        await anext(aiter(holder))  # the only slot is taken and the queue holds none
+        engine.tokenizer.encode = counting_encode
+        with pytest.raises(QueueFullError):
+            engine.submit(GenerationRequest(prompt="To be, or not", params=SamplingParams(max_new_tokens=2)))
+        waiting = engine.stats().waiting
+        holder.cancel()
+        await holder.result()
+        return len(encoded), waiting
+
+    try:
+        assert run(go()) == (0, 0)
+    finally:
+        engine.tokenizer.encode = real_encode
+        run(engine.stop(5))
+
+
 def test_a_burst_is_split_exactly_into_slots_plus_queue_whenever_the_scheduler_admits(tiny_model):
     # Submitted back to back on the event loop: the scheduler thread admits some of them in between
     # or not, and either way exactly max_slots + max_queue are taken (slots are reserved under the

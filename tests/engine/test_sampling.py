@@ -4,19 +4,38 @@ import numpy as np
 import pytest
 
 from service.engine.params import SamplingParams
-from service.engine.sampling import SamplingRow, log_softmax, process_logits, prompt_logprobs, sample
+from service.engine.sampling import (
+    SamplingRow,
+    inverse_cdf,
+    log_softmax,
+    plain_greedy,
+    plain_temperature,
+    process_logits,
+    prompt_logprobs,
+    sample,
+)
 from service.engine.sequence import request_rngs
 
 VOCAB = 12
 
 
-def row(params: SamplingParams, seed: int = 0, generated=(), prompt=()) -> SamplingRow:
-    counts = np.zeros(VOCAB, dtype=np.int32)
-    seen = np.zeros(VOCAB, dtype=bool)
+def row(params: SamplingParams, seed: int = 0, generated=(), prompt=(), vocab: int = VOCAB) -> SamplingRow:
+    """A row flagged for its fast paths exactly as the engine's Sequence flags it."""
+    counts = np.zeros(vocab, dtype=np.int32)
+    seen = np.zeros(vocab, dtype=bool)
     for t in generated:
         counts[t] += 1
     seen[list(prompt) + list(generated)] = True
-    return SamplingRow(params, request_rngs(seed, 1)[0], counts, seen, len(generated), (2,))
+    return SamplingRow(
+        params,
+        request_rngs(seed, 1)[0],
+        counts,
+        seen,
+        len(generated),
+        (2,),
+        plain_greedy=plain_greedy(params),
+        plain_temperature=plain_temperature(params),
+    )
 
 
 def logits_row() -> np.ndarray:
@@ -179,3 +198,52 @@ def test_a_large_logit_bias_forces_or_bans_a_token_even_for_greedy_rows():
 def test_logit_bias_out_of_range_names_the_field(bias):
     with pytest.raises(ValueError, match=r"^logit_bias: "):
         SamplingParams(logit_bias=bias)
+
+
+def test_only_temperature_rows_take_the_lean_draw() -> None:
+    assert plain_temperature(SamplingParams(temperature=0.8))
+    for params in (
+        SamplingParams(),
+        SamplingParams(temperature=0.8, top_p=0.9),
+        SamplingParams(temperature=0.8, top_k=5),
+        SamplingParams(temperature=0.8, logprobs=0),
+        SamplingParams(temperature=0.8, presence_penalty=0.5),
+        SamplingParams(temperature=0.8, min_new_tokens=2),
+        SamplingParams(temperature=0.8, logit_bias={"3": 1.0}),
+    ):
+        assert not plain_temperature(params), params
+
+
+@pytest.mark.parametrize("vocab", [VOCAB, 64, 200])  # within one block, exactly one, and padded blocks
+def test_lean_draw_matches_the_softmax_over_block_boundaries(vocab: int) -> None:
+    logits = np.random.default_rng(vocab).normal(scale=1.5, size=vocab).astype(np.float32)
+    params = SamplingParams(temperature=0.7)
+    rows = [row(params, vocab=vocab) for _ in range(6000)]
+    for r, rng in zip(rows, request_rngs(5, len(rows)), strict=True):
+        r.rng = rng
+    tokens = sample(np.tile(logits, (len(rows), 1)), rows).tokens
+    expected = np.exp(log_softmax(logits / 0.7))
+    observed = np.bincount(tokens, minlength=vocab) / len(tokens)
+    assert tokens.max() < vocab
+    assert np.abs(observed - expected).max() < 0.03
+
+
+def test_lean_and_processed_rows_share_a_batch_each_as_it_would_alone() -> None:
+    x = np.random.default_rng(4).normal(size=(3, VOCAB)).astype(np.float32)
+    seeded = SamplingParams(temperature=0.9, seed=3)
+    top_k = SamplingParams(temperature=0.9, top_k=2, logprobs=1, seed=5)
+    alone = int(sample(x[:1], [row(seeded, seed=3)]).tokens[0])
+    out = sample(x, [row(seeded, seed=3), row(SamplingParams()), row(top_k, seed=5)])
+    assert int(out.tokens[0]) == alone
+    assert int(out.tokens[1]) == int(x[1].argmax())
+    assert int(out.tokens[2]) in np.argsort(-x[2])[:2].tolist()
+    assert out.logprobs[0] is None and out.logprobs[2] is not None
+    assert out.top_logprobs[2] is not None and len(out.top_logprobs[2]) == 1
+
+
+def test_inverse_cdf_finds_the_entry_across_blocks_and_skips_zero_weights() -> None:
+    weights = np.zeros((4, 130))  # three blocks of 64, the last one padded
+    weights[:, [0, 63, 64, 129]] = [1.0, 1.0, 1.0, 1.0]
+    uniforms = np.array([0.1, 0.3, 0.6, 0.99])
+    assert inverse_cdf(weights, uniforms).tolist() == [0, 63, 64, 129]
+    assert inverse_cdf(weights[:1], np.array([0.25])).tolist() == [63]  # a boundary goes right
