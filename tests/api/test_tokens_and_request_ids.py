@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import re
 
+import grpc
 import httpx
 import openai
 import pytest
 
 from bench.server_process import ServerProcess
+from service.api.generated.seqserve.v1 import inference_pb2 as pb
+from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import CLF_MODEL, GEN_MODEL, RNN_MODEL
 from tests.api.sse import events
 from tests.fixtures.tiny_models import tiny_prompt
@@ -136,3 +139,16 @@ def test_the_openai_client_sees_its_request_id(server: ServerProcess) -> None:
         )
     assert raw.headers["x-request-id"] == "client-7"
     assert raw.parse().id == "chatcmpl-client-7"
+
+
+def test_grpc_takes_the_request_id_from_metadata_under_the_same_rule(server: ServerProcess) -> None:
+    request = pb.GenerateRequest(model=GEN_MODEL, prompt="To be", params=pb.SamplingParams(max_tokens=1))
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        _, call = stub.Generate.with_call(request, metadata=(("x-request-id", "grpc-9"),), timeout=30)
+        assert ("x-request-id", "grpc-9") in call.initial_metadata()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Generate(request, metadata=(("x-request-id", "a b"),), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("x-request-id:")
+    assert "route=grpc.Generate" in _log_line(server, "grpc-9")
