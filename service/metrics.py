@@ -111,6 +111,19 @@ API_REQUEST_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+GRAMMAR_CACHE = Counter(
+    "seqserve_grammar_cache_total",
+    "Structured-output constraints looked up in the compiled-grammar cache, by result (hit or miss).",
+    ("model", "result"),
+    registry=REGISTRY,
+)
+GRAMMAR_COMPILE_TIME = Histogram(
+    "seqserve_grammar_compile_seconds",
+    "Time to compile one structured-output constraint (cache misses only).",
+    ("model",),
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 SERVER_DRAINING = Gauge(
     "seqserve_server_draining", "1 once SIGTERM was received and the server drains.", registry=REGISTRY
 )

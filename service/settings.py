@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=0)
     # Engine tuning: prompt tokens prefilled per scheduler iteration (bounds the stall of running streams).
     prefill_chunk_tokens: int = Field(512, ge=16)
+    # Structured outputs: the longest schema, regex, choice list or grammar text (characters), the
+    # longest a constraint may take to compile, and how many compiled grammars each model keeps.
+    max_constraint_chars: int = Field(65536, ge=64)
+    constraint_compile_timeout_s: float = Field(5.0, gt=0.0)
+    grammar_cache_size: int = Field(256, ge=1)
     # How often (ms) the interpreter may hand the GIL from the scheduler thread to the event loop.
     # Python's 5 ms let a refused request wait behind the sampler; 0.5 ms halved the 429 latency of a
     # 1,000-request burst at a full server and left the CPU per streamed token unchanged.

@@ -248,7 +248,7 @@ class InferenceCore:
         return TokenizerView(entry.name, entry.classifier.tokenizer, entry.classifier.max_length, None)
 
     # ---- generation ---------------------------------------------------------------------------------
-    def submit(
+    async def submit(
         self,
         record: RequestRecord,
         model: str | None,
@@ -264,6 +264,8 @@ class InferenceCore:
 
         `returns_prompt` (OpenAI echo) allows max_tokens 0, as prompt_logprobs does: scoring only.
         Without `stream` the engine hands the events over in one go at the end (no per-token wake-ups).
+        A structured-output constraint is compiled (or found in the cache) first, off the event loop:
+        an invalid one is a 400 naming its field, and nothing is queued.
         """
         entry = self._entry(model, "generate", record)
         engine = entry.engine
@@ -279,6 +281,13 @@ class InferenceCore:
         if len(prompts) > self.settings.max_texts_per_request:
             raise invalid(prompt_field, f"at most {self.settings.max_texts_per_request} prompts per request")
         params = options.to_engine(max_new_tokens=1 if score_only else None)
+        grammar = None
+        if params.constraint is not None:
+            try:
+                engine.check_room()  # a full server refuses before it spends a compile
+                grammar = await engine.compile_constraint(params.constraint)
+            except (EngineError, ValueError) as exc:
+                raise from_engine_error(exc, param_prefix) from None
         handles: list[RequestHandle] = []
         try:
             for i, prompt in enumerate(prompts):
@@ -290,7 +299,7 @@ class InferenceCore:
                     request = GenerationRequest(
                         prompt_token_ids=ids, params=params, request_id=rid, stream=stream
                     )
-                handles.append(engine.submit(request))
+                handles.append(engine.submit(request, grammar))
         except (EngineError, ValueError) as exc:
             for handle in handles:
                 handle.cancel()

@@ -43,10 +43,34 @@ def options(params: pb.SamplingParams) -> SamplingOptions:
     values["ignore_eos"] = params.ignore_eos
     values["prompt_logprobs"] = params.prompt_logprobs
     values["logit_bias"] = {str(token): bias for token, bias in params.logit_bias.items()}
+    if params.HasField("structured_outputs"):
+        values["structured_outputs"] = structured_outputs(params.structured_outputs)
+    if params.HasField("response_format"):
+        values["response_format"] = response_format(params.response_format)
     try:
         return SamplingOptions.model_validate(values)
     except ValidationError as exc:
         raise from_validation_error(exc, "params.") from None
+
+
+def structured_outputs(msg: pb.StructuredOutputs) -> dict[str, Any]:
+    """The oneof as the REST body's object (an unset oneof stays empty: the schema then names the field)."""
+    kind = msg.WhichOneof("kind")
+    if kind is None:
+        return {}
+    if kind == "choice":
+        return {"choice": list(msg.choice.choices)}
+    return {kind: getattr(msg, kind)}
+
+
+def response_format(msg: pb.ResponseFormat) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": msg.type}
+    if msg.HasField("json_schema"):
+        js = msg.json_schema
+        out["json_schema"] = {"name": js.name or "response", "schema": js.schema, "strict": js.strict}
+        if js.description:
+            out["json_schema"]["description"] = js.description
+    return out
 
 
 def prompt(request: pb.GenerateRequest) -> tuple[str | list[int], str]:

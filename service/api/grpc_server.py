@@ -64,10 +64,10 @@ class InferenceServicer:
             )
         return rid or from_metadata or None
 
-    def _submit(self, record: RequestRecord, request: pb.GenerateRequest, stream: bool) -> Generation:
+    async def _submit(self, record: RequestRecord, request: pb.GenerateRequest, stream: bool) -> Generation:
         """The one path from a GenerateRequest to the core, shared by the unary and streaming calls."""
         prompt, field = convert.prompt(request)
-        return self.core.submit(
+        return await self.core.submit(
             record,
             request.model or None,
             [prompt],
@@ -83,7 +83,7 @@ class InferenceServicer:
         rid = await self._admit(request, context)
         try:
             async with self.core.track("grpc.Generate", rid) as record:
-                gen = self._submit(record, request, stream=False)
+                gen = await self._submit(record, request, stream=False)
                 try:
                     results = await gen.results()
                 finally:
@@ -102,7 +102,7 @@ class InferenceServicer:
         rid = await self._admit(request, context)
         try:
             async with self.core.track("grpc.GenerateStream", rid) as record:
-                gen = self._submit(record, request, stream=True)
+                gen = await self._submit(record, request, stream=True)
                 try:
                     await context.send_initial_metadata((("x-request-id", record.request_id),))
                     first = True

@@ -45,7 +45,7 @@ async def chat_completions(request: Request) -> Response:
             raise invalid("messages", str(exc)) from None
         options = body.options(core.settings.max_new_tokens, template.stop)
         try:
-            gen = core.submit(
+            gen = await core.submit(
                 record, model, [prompt], options, stream=bool(body.stream), prompt_field="messages"
             )
         except ApiError as exc:

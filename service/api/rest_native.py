@@ -40,7 +40,7 @@ async def generate(request: Request) -> Response:
         prompt_field = "prompt" if body.prompt is not None else "prompt_token_ids"
         prompt = body.prompt if body.prompt is not None else body.prompt_token_ids
         assert prompt is not None
-        gen = core.submit(
+        gen = await core.submit(
             record,
             body.model,
             [prompt],

@@ -37,7 +37,7 @@ async def completions(request: Request) -> Response:
         body = await parse_body(request, CompletionBody)
         prompts = body.prompts()
         echo = bool(body.echo)
-        gen = core.submit(
+        gen = await core.submit(
             record, body.model, prompts, body.options(), stream=bool(body.stream), returns_prompt=echo
         )
         if body.stream:

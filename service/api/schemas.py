@@ -7,6 +7,7 @@ length, texts per request) are checked by the core, which knows the settings and
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -26,7 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from service.api.errors import from_validation_error
-from service.engine import SamplingParams
+from service.engine import Constraint, SamplingParams
 
 DEFAULT_MAX_TOKENS = 16  # as OpenAI's completions API
 DEFAULT_TEMPERATURE = 1.0  # as OpenAI's: sample by default, temperature 0 is greedy
@@ -104,6 +105,91 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _schema_object(value: Any) -> dict[str, Any]:
+    """A JSON Schema given as an object, or as JSON text (gRPC, and clients that send a string)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise PydanticCustomError("json_schema", "not valid JSON: {why}", {"why": str(exc)}) from None
+    if not isinstance(value, dict):
+        raise PydanticCustomError("json_schema", "must be a JSON Schema object")
+    return value
+
+
+SchemaObject = Annotated[Any, AfterValidator(_schema_object)]
+ConstraintText = Annotated[str, Field(min_length=1), AfterValidator(_valid_unicode)]
+
+
+class StructuredOutputs(_Strict):
+    """vLLM's `structured_outputs`: exactly one of a JSON Schema, a regex, a choice, a grammar, or any
+    JSON object. The generated text then matches it; completing it ends the sample ("stop")."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    json_schema: SchemaObject | None = Field(None, alias="json")
+    regex: ConstraintText | None = None
+    choice: list[ConstraintText] | None = Field(None, min_length=1)
+    grammar: ConstraintText | None = None  # Lark, or GBNF (llama.cpp's), as llguidance reads them
+    json_object: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredOutputs:
+        given = [k for k in ("json_schema", "regex", "choice", "grammar") if getattr(self, k) is not None]
+        given += ["json_object"] if self.json_object else []
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "structured_outputs", "give exactly one of json, regex, choice, grammar and json_object"
+            )
+        return self
+
+    def constraint(self, where: str) -> Constraint:
+        if self.json_schema is not None:
+            return Constraint("json", json.dumps(self.json_schema), f"{where}.json")
+        if self.regex is not None:
+            return Constraint("regex", self.regex, f"{where}.regex")
+        if self.choice is not None:
+            return Constraint("choice", json.dumps(self.choice), f"{where}.choice")
+        if self.grammar is not None:
+            return Constraint("grammar", self.grammar, f"{where}.grammar")
+        return Constraint("json", _ANY_OBJECT, f"{where}.json_object")
+
+
+_ANY_OBJECT = json.dumps({"type": "object"})
+
+
+class JsonSchemaFormat(BaseModel):
+    """OpenAI's `response_format.json_schema` (`strict` is accepted: the schema is always enforced)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: Annotated[str, Field(max_length=64)] = "response"
+    description: str | None = None
+    schema_: SchemaObject = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    """OpenAI's `response_format`: "text" (no constraint), "json_object" or "json_schema"."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_asked(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise _field_error("json_schema", 'required when type is "json_schema"')
+        return self
+
+    def constraint(self, where: str) -> Constraint | None:
+        if self.type == "json_object":
+            return Constraint("json", _ANY_OBJECT, f"{where}.type")
+        if self.type == "json_schema" and self.json_schema is not None:
+            schema = json.dumps(self.json_schema.schema_)
+            return Constraint("json", schema, f"{where}.json_schema.schema")
+        return None
+
+
 class SamplingOptions(_Strict):
     """Every decoding parameter with the service default; the same over native REST, OpenAI and gRPC."""
 
@@ -124,12 +210,27 @@ class SamplingOptions(_Strict):
     prompt_logprobs: bool = False
     min_tokens: MaxTokens = 0
     logit_bias: LogitBias = Field(default_factory=dict)
+    structured_outputs: StructuredOutputs | None = None
+    response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SamplingOptions:
         if self.max_tokens > 0 and self.min_tokens > self.max_tokens:
             raise _field_error("min_tokens", "must be <= max_tokens")
+        if self.structured_outputs is not None and self.constraint_of("response_format") is not None:
+            raise _field_error("structured_outputs", "give either structured_outputs or response_format")
         return self
+
+    def constraint_of(self, which: str) -> Constraint | None:
+        if which == "structured_outputs" and self.structured_outputs is not None:
+            return self.structured_outputs.constraint(which)
+        if which == "response_format" and self.response_format is not None:
+            return self.response_format.constraint(which)
+        return None
+
+    def constraint(self) -> Constraint | None:
+        """The output constraint, named by the field it came from (errors point there)."""
+        return self.constraint_of("structured_outputs") or self.constraint_of("response_format")
 
     def to_engine(self, max_new_tokens: int | None = None) -> SamplingParams:
         """The engine's parameters; `max_new_tokens` overrides max_tokens (scoring asks for one)."""
@@ -152,6 +253,7 @@ class SamplingOptions(_Strict):
             prompt_logprobs=self.prompt_logprobs,
             min_new_tokens=min(self.min_tokens, max_new_tokens or self.max_tokens),
             logit_bias={int(token): bias for token, bias in self.logit_bias.items()},
+            constraint=self.constraint(),
         )
 
 
@@ -195,11 +297,21 @@ class _OpenAISampling(_Strict):
     stop_token_ids: list[TokenId] | None = None
     ignore_eos: bool | None = False
     min_tokens: MaxTokens | None = 0
+    # OpenAI's field (the completions API of the openai client sends it through `extra_body`), and vLLM's.
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
 
     @field_validator("stop", mode="before")
     @classmethod
     def _one_stop(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> _OpenAISampling:
+        both = self.structured_outputs is not None and self.response_format is not None
+        if both and self.response_format.type != "text":  # type: ignore[union-attr]
+            raise _field_error("structured_outputs", "give either structured_outputs or response_format")
+        return self
 
     @property
     def include_usage(self) -> bool:
@@ -222,6 +334,8 @@ class _OpenAISampling(_Strict):
             "stop_token_ids": self.stop_token_ids,
             "ignore_eos": self.ignore_eos,
             "min_tokens": self.min_tokens,
+            "response_format": self.response_format,
+            "structured_outputs": self.structured_outputs,
             **extra,
         }
         try:
@@ -322,10 +436,6 @@ class ChatMessage(_Strict):
     name: SpeakerName | None = None
 
 
-class ResponseFormat(_Strict):
-    type: Literal["text"]
-
-
 class ChatCompletionBody(_OpenAISampling):
     """POST /v1/chat/completions: OpenAI's chat completions for models with a chat template."""
 
@@ -335,7 +445,6 @@ class ChatCompletionBody(_OpenAISampling):
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool | None = False
     top_logprobs: Logprobs | None = None
-    response_format: ResponseFormat | None = None
     # Accepted only when empty or null: clients that always send them should still work.
     tools: list[Any] | None = None
     tool_choice: Literal["none", "auto"] | None = None

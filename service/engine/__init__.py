@@ -26,6 +26,9 @@ Public interface (everything the REST/gRPC adapters need)::
     await asyncio.to_thread(clf.start)
     [c.label for c in await clf.classify(["a fine film"])]
 
+Structured outputs: `SamplingParams(constraint=Constraint("json", schema_text, field="..."))` (also
+"regex", "choice", "grammar"); `await engine.compile_constraint(c)` compiles it off the loop before
+submission (`engine.submit(request, grammar)`); a completed constraint finishes with "stop".
 Errors: `submit` raises QueueFullError (-> 429), EngineStoppedError (-> 503), ValueError and
 PromptTooLongError (-> 400; SamplingParams validates at construction and names the field).
 Finish reasons: "stop" (eos, stop token id, or stop string), "length" (max_new_tokens or the end of
@@ -37,6 +40,7 @@ except `seqserve_requests_total`, whose route and status only the API knows.
 """
 
 from service.engine.batcher import BatchRecord, Classification, ClassifierBatcher
+from service.engine.constraints import CompiledGrammar, Constraint, ConstraintError
 from service.engine.engine import EngineStats, GenerationEngine
 from service.engine.errors import (
     EngineError,
@@ -65,7 +69,10 @@ __all__ = [
     "BatchRecord",
     "Classification",
     "ClassifierBatcher",
+    "CompiledGrammar",
     "CompletionOutput",
+    "Constraint",
+    "ConstraintError",
     "EngineError",
     "EngineStats",
     "EngineStoppedError",

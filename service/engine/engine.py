@@ -10,6 +10,13 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from service import metrics
+from service.engine.constraints import (
+    CompiledGrammar,
+    Constraint,
+    ConstraintError,
+    ConstraintLimits,
+    GrammarCompiler,
+)
 from service.engine.errors import EngineStoppedError, PromptTooLongError
 from service.engine.request import GenerationRequest, RequestHandle
 from service.engine.runner import ModelRunner
@@ -51,6 +58,8 @@ class GenerationEngine:
         max_new_tokens: int = 512,
         prefill_chunk_tokens: int = 512,
         warmup: bool = True,
+        constraint_limits: ConstraintLimits | None = None,
+        grammar_cache_size: int = 256,
     ) -> None:
         self.name = name
         self.runner = runner
@@ -62,7 +71,13 @@ class GenerationEngine:
         self.max_new_tokens = max_new_tokens
         self._warmup = warmup
         self._prefill_chunk_tokens = prefill_chunk_tokens
-        self._scheduler = Scheduler(runner, tokenizer, name, max_queue, prefill_chunk_tokens)
+        # Structured outputs are compiled against this model's own tokenizer.json, cached by hash.
+        self.grammars = GrammarCompiler(
+            tokenizer.to_str(), runner.vocab_size, eos_id, name, constraint_limits, grammar_cache_size
+        )
+        self._scheduler = Scheduler(
+            runner, tokenizer, name, max_queue, prefill_chunk_tokens, self.grammars.text_tokens
+        )
         self._handles: set[RequestHandle] = set()
         self._ready = False
         metrics.MODEL_READY.labels(model=name).set(0)
@@ -107,11 +122,28 @@ class GenerationEngine:
             )
         return ids
 
-    def submit(self, request: GenerationRequest) -> RequestHandle:
+    async def compile_constraint(self, constraint: Constraint) -> CompiledGrammar:
+        """Compile (or find in the cache) a structured-output constraint off the event loop.
+
+        Raises ConstraintError (a ValueError naming the field) when it is invalid, too large, or takes
+        longer than the limit to compile; the request is then never queued.
+        """
+        timeout = self.grammars.limits.compile_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.grammars.compile, constraint), timeout)
+        except TimeoutError:
+            # The library's own limits (fuel, grammar size) end the thread soon; its result is not cached.
+            raise ConstraintError(
+                f"{constraint.field}: compiling took longer than {timeout:g} s; simplify it"
+            ) from None
+
+    def submit(self, request: GenerationRequest, grammar: CompiledGrammar | None = None) -> RequestHandle:
         """Queue a request from a running event loop; events arrive on that loop.
 
+        A request with `params.constraint` uses `grammar` when given (see compile_constraint), else
+        compiles it here, on the calling thread.
         Raises QueueFullError (queue at its bound), EngineStoppedError (not started or draining),
-        ValueError/PromptTooLongError (invalid request).
+        ValueError/PromptTooLongError (invalid request; ConstraintError for a bad constraint).
         """
         params = request.params
         if params.max_new_tokens > self.max_new_tokens:
@@ -127,15 +159,24 @@ class GenerationEngine:
             raise EngineStoppedError(f"model {self.name!r} is not ready")
         self._scheduler.check_room()  # before tokenising: a refusal at a full server costs little
         prompt = self.encode(request)
+        if params.constraint is None:
+            grammar = None
+        elif grammar is None or grammar.constraint != params.constraint:
+            grammar = self.grammars.compile(params.constraint)
         loop = asyncio.get_running_loop()
         handle = RequestHandle(request, prompt, loop, self._scheduler.wake)
         stop_ids = set(params.stop_token_ids)
         if self.eos_id is not None and not params.ignore_eos:
             stop_ids.add(self.eos_id)
-        self._scheduler.submit(Job(handle, np.asarray(prompt, dtype=np.int64), frozenset(stop_ids)))
+        job = Job(handle, np.asarray(prompt, dtype=np.int64), frozenset(stop_ids), grammar)
+        self._scheduler.submit(job)
         self._handles.add(handle)
         handle.done.add_done_callback(lambda _f: self._handles.discard(handle))
         return handle
+
+    def check_room(self) -> None:
+        """Raise QueueFullError now if a request would be refused (racy, cheap; submit checks exactly)."""
+        self._scheduler.check_room()
 
     @property
     def saturated(self) -> bool:

@@ -9,6 +9,7 @@ from tokenizers import Tokenizer
 
 from service.engine import capacity
 from service.engine.batcher import ClassifierBatcher
+from service.engine.constraints import ConstraintLimits
 from service.engine.engine import GenerationEngine
 from service.engine.errors import ManifestError
 from service.engine.kv_cache import KVCacheSpec
@@ -41,6 +42,11 @@ def load_generation_model(model_dir: Path, settings: Settings) -> GenerationEngi
         max_new_tokens=settings.max_new_tokens,
         prefill_chunk_tokens=settings.prefill_chunk_tokens,
         warmup=settings.warmup,
+        constraint_limits=ConstraintLimits(
+            max_chars=settings.max_constraint_chars,
+            compile_timeout_s=settings.constraint_compile_timeout_s,
+        ),
+        grammar_cache_size=settings.grammar_cache_size,
     )
 
 

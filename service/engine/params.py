@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from service.engine.constraints import Constraint
+
 
 @dataclass(frozen=True)
 class SamplingParams:
     """How one request is decoded. Defaults are greedy with no penalties and eos as the stop token.
 
-    Order of logits processing (the distribution `logprobs` reports, see sampling.py): repetition
-    penalty, presence/frequency penalties, logit bias, temperature, top-k, top-p, min-p.
+    Order of logits processing (the distribution `logprobs` reports, see sampling.py): the
+    constraint's allowed-token mask, repetition penalty, presence/frequency penalties, logit bias,
+    temperature, top-k, top-p, min-p.
     """
 
     max_new_tokens: int = 128
@@ -33,6 +36,9 @@ class SamplingParams:
     skip_special_tokens: bool = True
     # OpenAI's logit_bias: (token id, bias in [-100, 100]) pairs added to the logits; a dict is accepted.
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # Structured output: every sample follows this JSON schema, regex, choice or grammar; its mask is
+    # applied before penalties, temperature and truncation, and completing it ends the sample ("stop").
+    constraint: Constraint | None = None
     extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

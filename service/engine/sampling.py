@@ -1,9 +1,10 @@
 """Vectorised logits processing and sampling: one numpy pass for the batch, each row its own parameters.
 
-Order of processing (the same for every row): repetition penalty (CTRL/HF, over prompt and
-generated tokens) -> presence and frequency penalties (OpenAI, over generated tokens) -> logit bias
-(OpenAI, added as given) -> stop-token suppression before `min_new_tokens` -> temperature -> top-k
--> top-p -> min-p.
+Order of processing (the same for every row): the structured-output mask (constrained rows: tokens
+off the grammar get -inf) -> repetition penalty (CTRL/HF, over prompt and generated tokens) ->
+presence and frequency penalties (OpenAI, over generated tokens) -> logit bias (OpenAI, added as
+given; a masked token stays masked) -> stop-token suppression before `min_new_tokens` ->
+temperature -> top-k -> top-p -> min-p.
 Reported logprobs are the log-softmax of that *processed* distribution (the one the token was drawn
 from); greedy rows use temperature 1 for it. Every row draws from its own `numpy.random.Generator`,
 so a seeded request gets the same tokens whatever else shares its batch.
@@ -86,7 +87,11 @@ def process_logits(logits: np.ndarray, rows: Sequence[SamplingRow]) -> np.ndarra
             ids, bias = row.bias_arrays
             x[i, ids] += bias
         if row.suppress_ids and row.num_generated < row.params.min_new_tokens:
-            x[i, list(row.suppress_ids)] = -np.inf
+            ids = list(row.suppress_ids)
+            kept = x[i, ids].copy()
+            x[i, ids] = -np.inf
+            if not np.isfinite(x[i]).any():  # a completed constraint allows only eos: it wins
+                x[i, ids] = kept
 
     temperature = np.array([p.temperature if p.temperature > 0 else 1.0 for p in params])
     x /= temperature[:, None]
@@ -139,6 +144,14 @@ def plain_greedy(params: SamplingParams) -> bool:
     )
 
 
+def apply_allowed(logits: np.ndarray, rows: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """A copy of the logits with -inf wherever `allowed[j]` is False in row `rows[j]` (the structured-
+    output masks); the runner's logits buffer is left as it is."""
+    out = np.array(logits, copy=True)
+    out[rows] = np.where(allowed, out[rows], -np.inf)
+    return out
+
+
 _BLOCK = 64  # tokens per block of the two-level CDF search
 
 
@@ -161,12 +174,19 @@ def plain_temperature(params: SamplingParams) -> bool:
     )
 
 
-def sample(logits: np.ndarray, rows: Sequence[SamplingRow]) -> SampleOutput:
+def sample(
+    logits: np.ndarray,
+    rows: Sequence[SamplingRow],
+    allowed: tuple[np.ndarray, np.ndarray] | None = None,
+) -> SampleOutput:
     """Choose one token per row: argmax for greedy rows, an inverse-CDF draw from the row's RNG otherwise.
 
     Which computation serves a row depends on that row's parameters alone, never on its batch, so a
-    seeded request draws the same tokens whatever shares its step.
+    seeded request draws the same tokens whatever shares its step. `allowed` = (row indices, bool
+    masks `[k, vocab]`) first restricts those rows to their grammar (structured outputs).
     """
+    if allowed is not None:
+        logits = apply_allowed(logits, *allowed)
     n = len(rows)
     none: list = [None] * n
     if all(r.plain_greedy for r in rows):  # the common case pays for one argmax, nothing else

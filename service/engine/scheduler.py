@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 from service import metrics
 from service.engine.errors import EngineStoppedError, QueueFullError
 from service.engine.kv_cache import SlotAllocator
+from service.engine.masks import MaskBatch, MaskWorker
 from service.engine.request import (
     Delivery,
     FinishEvent,
@@ -45,6 +46,7 @@ class Scheduler:
         model_name: str,
         max_queue: int,
         prefill_chunk_tokens: int,
+        text_tokens: np.ndarray | None = None,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
@@ -68,6 +70,9 @@ class Scheduler:
         self._metrics = metrics.ModelMetrics(model_name)
         self._metrics.slots_total.set(runner.max_slots)
         self._gauges: tuple[int, int, int] | None = None
+        # Structured outputs' masks, computed in parallel; `text_tokens`: what a grammar may ever allow.
+        text = text_tokens if text_tokens is not None else np.ones(runner.vocab_size, dtype=bool)
+        self._masks = MaskWorker(text, model_name)
 
     # ---- called from the event loop -------------------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -158,6 +163,7 @@ class Scheduler:
                 self._flush()  # otherwise the next model run flushes (runtime.ModelSession.before_run)
         self._update_gauges()
         self._flush()
+        self._masks.close()
 
     def _admit_locked(self) -> list[Job]:
         """FIFO: admit from the head while its n samples fit into free slots (no overtaking)."""
@@ -210,7 +216,19 @@ class Scheduler:
             want_all.append(seq.job.params.prompt_logprobs and seq.index == 0)
             seqs.append(seq)
             budget -= take
-        logits = self.runner.prefill(rows, chunks, want_all)
+        # The samples this chunk completes (in the order `ready` gets below): their first masks are
+        # computed while the model runs.
+        finishing = [
+            s
+            for seq, chunk in zip(seqs, chunks, strict=True)
+            if seq.prefilled + len(chunk) >= len(seq.job.prompt)
+            for s in (seq, *seq.job.sequences[1:])
+        ]
+        masks = self._masks.start([s.matcher for s in finishing])
+        try:
+            logits = self.runner.prefill(rows, chunks, want_all)
+        finally:
+            _settle(masks)
         ready: list[tuple[Sequence, np.ndarray]] = []
         for seq, chunk, out, all_rows in zip(seqs, chunks, logits, want_all, strict=True):
             if all_rows:
@@ -234,7 +252,8 @@ class Scheduler:
                 if job.params.prompt_logprobs:
                     self._post(job, PromptLogprobs(job.prompt_logprobs or [None]))
         if ready:
-            self._sample_and_emit([s for s, _ in ready], np.stack([lg for _, lg in ready]))
+            assert [id(s) for s, _ in ready] == [id(s) for s in finishing]
+            self._sample_and_emit([s for s, _ in ready], np.stack([lg for _, lg in ready]), masks)
 
     def _compact(self) -> None:
         """Fill holes below the highest used row by moving that row down, unless waiting requests
@@ -255,14 +274,32 @@ class Scheduler:
         seqs = list(self._decoding)
         rows = np.array([s.slot for s in seqs], dtype=np.int64)
         tokens = np.array([s.next_token for s in seqs], dtype=np.int64)
-        logits = self.runner.decode(rows, tokens)
+        # Each constrained row's matcher has taken next_token already: its next mask is computed on
+        # the mask thread while the model runs (both release the GIL).
+        masks = self._masks.start([s.matcher for s in seqs])
+        try:
+            logits = self.runner.decode(rows, tokens)
+        finally:
+            _settle(masks)
         self._metrics.batch_size.observe(len(seqs))
-        self._sample_and_emit(seqs, logits)
+        self._sample_and_emit(seqs, logits, masks)
 
-    def _sample_and_emit(self, seqs: list[Sequence], logits: np.ndarray) -> None:
-        out = sample(logits, [s.row for s in seqs])
+    def _sample_and_emit(self, seqs: list[Sequence], logits: np.ndarray, masks: MaskBatch | None) -> None:
+        allowed, dead_ends = None, frozenset()
+        if masks is not None:
+            rows, ok = masks.rows, masks.allowed()
+            stuck = ~ok.any(axis=1)
+            if stuck.any():  # the vocabulary cannot continue the constraint (see _finish below)
+                ok[stuck] = True
+                dead_ends = frozenset(rows[stuck].tolist())
+            allowed = (rows, ok)
+        out = sample(logits, [s.row for s in seqs], allowed)
         max_len = self.runner.max_len
         for i, seq in enumerate(seqs):
+            if i in dead_ends:
+                # Like a constraint that max_tokens cut short: "length", with the text so far.
+                self._finish(seq, "length")
+                continue
             token = int(out.tokens[i])
             job = seq.job
             gap = seq.record(token)
@@ -272,6 +309,13 @@ class Scheduler:
                 self._metrics.time_to_first_token.observe(now - job.handle.submitted_at)
             elif gap > 0.0:
                 self._metrics.inter_token_latency.observe(gap)
+            # A constraint that cannot go on (a choice or schema complete, or eos taken) ends the sample.
+            constraint_done = False
+            if seq.matcher is not None:
+                if not seq.matcher.consume_token(token):  # the mask allowed only what the grammar takes
+                    self._finish(seq, "error", error=f"structured output: {seq.matcher.get_error()}")
+                    continue
+                constraint_done = seq.matcher.is_stopped()
             if token in job.stop_ids:
                 self._emit(seq, TokenEvent(seq.index, token, "", out.logprobs[i], out.top_logprobs[i]))
                 self._finish(seq, "stop", token)
@@ -285,6 +329,8 @@ class Scheduler:
             self._emit(seq, TokenEvent(seq.index, token, text, out.logprobs[i], out.top_logprobs[i]))
             if matched is not None:
                 self._finish(seq, "stop", matched)
+            elif constraint_done:
+                self._finish(seq, "stop")
             elif seq.generated >= job.params.max_new_tokens or (
                 max_len is not None and self.runner.length(seq.slot) >= max_len
             ):
@@ -388,3 +434,9 @@ def _deliver_all(items: list[tuple[RequestHandle, Delivery]]) -> None:
     """Runs on the caller's event loop."""
     for handle, item in items:
         handle._deliver(item)
+
+
+def _settle(masks: MaskBatch | None) -> None:
+    """Wait for a step's masks (also when the model failed: the matchers must be idle afterwards)."""
+    if masks is not None:
+        masks.wait()

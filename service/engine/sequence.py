@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tokenizers import Tokenizer
 
+from service.engine.constraints import CompiledGrammar
 from service.engine.detokenizer import IncrementalDetokenizer
 from service.engine.params import SamplingParams
 from service.engine.request import RequestHandle
@@ -22,6 +23,7 @@ class Job:
     handle: RequestHandle
     prompt: np.ndarray
     stop_ids: frozenset[int]
+    grammar: CompiledGrammar | None = None  # the compiled params.constraint; each sample copies its matcher
     sequences: list[Sequence] = field(default_factory=list)
     slots: list[int] = field(default_factory=list)  # reserved at admission, one per sample
     admitted_at: float | None = None
@@ -63,6 +65,8 @@ class Sequence:
         self.last_token_at: float | None = None
         self.detokenizer = IncrementalDetokenizer(tokenizer, params.skip_special_tokens, decode_cache)
         self.stopper = StopStringMatcher(params.stop)
+        # Structured output: the grammar state of this sample, advanced by every token it generates.
+        self.matcher = job.grammar.matcher() if job.grammar is not None else None
         # A unary request without stop strings needs no text until it ends: its tokens are decoded
         # in one call at the finish (FinishEvent.text) instead of once per token.
         self.lazy_text = not job.handle.request.stream and not params.stop

@@ -221,3 +221,19 @@ def test_logit_bias_over_native_rest_and_grpc(http: httpx.Client, server: Server
             stub.Generate(pb.GenerateRequest(model=GEN_MODEL, prompt="To be", params=params), timeout=TIMEOUT)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details().startswith("params.logit_bias:")
+
+
+def test_chat_takes_structured_outputs_like_completions(client: openai.OpenAI) -> None:
+    chat = client.chat.completions.create(
+        model=GEN_MODEL,
+        messages=MESSAGES,
+        max_tokens=8,
+        temperature=1.0,
+        seed=3,
+        extra_body={"structured_outputs": {"choice": ["yes", "no"]}},
+    )
+    assert chat.choices[0].message.content in {"yes", "no"} and chat.choices[0].finish_reason == "stop"
+    plain = client.chat.completions.create(
+        model=GEN_MODEL, messages=MESSAGES, max_tokens=3, temperature=0, response_format={"type": "text"}
+    )
+    assert plain.choices[0].finish_reason in {"stop", "length"} and plain.usage.completion_tokens >= 1
