@@ -46,6 +46,8 @@ LABEL org.opencontainers.image.title="seqserve" \
       org.opencontainers.image.description="Serving of neural sequence models with onnxruntime (REST + gRPC)"
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /app --shell /usr/sbin/nologin seqserve
+# SEQSERVE_WORKERS=N runs N worker processes under a supervisor, which stays PID 1 and forwards
+# SIGTERM to each (docs/deployment.md#workers).
 ENV PATH="/opt/seqserve-venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -55,7 +57,8 @@ ENV PATH="/opt/seqserve-venv/bin:${PATH}" \
     SEQSERVE_HTTP_HOST=0.0.0.0 \
     SEQSERVE_HTTP_PORT=8000 \
     SEQSERVE_GRPC_HOST=0.0.0.0 \
-    SEQSERVE_GRPC_PORT=50051
+    SEQSERVE_GRPC_PORT=50051 \
+    SEQSERVE_WORKERS=1
 WORKDIR /app
 EXPOSE 8000 50051
 # Liveness only (/healthz): readiness is the orchestrator's job through /readyz. No curl needed.

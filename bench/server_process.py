@@ -64,6 +64,7 @@ class ServerProcess:
             **{f"SEQSERVE_{k.upper()}": str(v) for k, v in env.items()},
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self.workers = int(self.env.get("SEQSERVE_WORKERS", "1"))
 
     @property
     def url(self) -> str:
@@ -86,16 +87,24 @@ class ServerProcess:
         return self
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
-        """Poll /readyz until 200; fail fast with the log if the process dies."""
+        """Poll /readyz until 200 (from every worker, with SEQSERVE_WORKERS > 1: each answers for
+        itself, and the kernel gives each new connection to one of them); fail fast with the log if
+        the process dies."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=5.0) as client:
+        ready: set[str] = set()
+        # No keep-alive: every poll is a new connection, so every worker gets asked.
+        with httpx.Client(timeout=5.0, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
                 try:
-                    if client.get(f"{self.url}/readyz").status_code == 200:
-                        return
+                    response = client.get(f"{self.url}/readyz")
+                    if response.status_code == 200:
+                        ready.add(response.headers.get("x-seqserve-worker", "0"))
+                        if len(ready) == self.workers:
+                            return
+                        continue
                 except httpx.TransportError:
                     pass
                 time.sleep(0.1)

@@ -2,9 +2,17 @@
 
 The metrics live in their own registry so `/metrics` exposes exactly these plus process metrics,
 and tests can read values with `REGISTRY.get_sample_value(...)`.
+
+With SEQSERVE_WORKERS > 1 the supervisor sets PROMETHEUS_MULTIPROC_DIR, so prometheus-client
+keeps every worker's values in files there and `/metrics` in any worker serves their aggregate
+(`SCRAPE_REGISTRY`). Counters and histograms add up; each gauge says how its per-worker values
+combine (`multiprocess_mode`, ignored in a single process); the `live` modes forget a worker once
+the supervisor reaps it.
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CollectorRegistry,
@@ -14,6 +22,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -66,19 +75,45 @@ GENERATION_TOKENS = Counter(
 BATCH_SIZE = Histogram(
     "seqserve_batch_size", "Rows in each decode step.", ("model",), buckets=_BATCH_BUCKETS, registry=REGISTRY
 )
+# Gauges across workers (multiprocess_mode): counts and capacities add up (livesum); the usage ratio
+# is the busiest worker's (livemax), since a connection stays with its worker and a full worker
+# queues and refuses while another has room (the pod's own ratio is used / capacity); a model is
+# ready only when every worker has it ready (livemin), so one worker's failed load still alerts.
 REQUESTS_RUNNING = Gauge(
-    "seqserve_num_requests_running", "Requests holding a slot.", ("model",), registry=REGISTRY
+    "seqserve_num_requests_running",
+    "Requests holding a slot.",
+    ("model",),
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 REQUESTS_WAITING = Gauge(
-    "seqserve_num_requests_waiting", "Requests queued for a slot.", ("model",), registry=REGISTRY
+    "seqserve_num_requests_waiting",
+    "Requests queued for a slot.",
+    ("model",),
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
-KV_SLOTS_USED = Gauge("seqserve_kv_slots_used", "Cache/state slots in use.", ("model",), registry=REGISTRY)
+KV_SLOTS_USED = Gauge(
+    "seqserve_kv_slots_used",
+    "Cache/state slots in use.",
+    ("model",),
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 # Not "_total": promtool rejects that suffix on anything but a counter.
 KV_SLOTS_TOTAL = Gauge(
-    "seqserve_kv_slots_capacity", "Cache/state slots allocated.", ("model",), registry=REGISTRY
+    "seqserve_kv_slots_capacity",
+    "Cache/state slots allocated.",
+    ("model",),
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 KV_SLOTS_USAGE = Gauge(
-    "seqserve_kv_slots_usage_ratio", "Fraction of slots in use (0..1).", ("model",), registry=REGISTRY
+    "seqserve_kv_slots_usage_ratio",
+    "Fraction of slots in use (0..1).",
+    ("model",),
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 CLASSIFIER_BATCH_SIZE = Histogram(
     "seqserve_classifier_batch_size",
@@ -95,7 +130,11 @@ CLASSIFIER_LATENCY = Histogram(
     registry=REGISTRY,
 )
 MODEL_READY = Gauge(
-    "seqserve_model_ready", "1 when the model is loaded and warmed, else 0.", ("model",), registry=REGISTRY
+    "seqserve_model_ready",
+    "1 when the model is loaded and warmed, else 0.",
+    ("model",),
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
 )
 
 API_REQUESTS_IN_FLIGHT = Gauge(
@@ -103,6 +142,7 @@ API_REQUESTS_IN_FLIGHT = Gauge(
     "API requests (REST or gRPC) being served, by route.",
     ("route",),
     registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 API_REQUEST_LATENCY = Histogram(
     "seqserve_api_request_duration_seconds",
@@ -125,7 +165,10 @@ GRAMMAR_COMPILE_TIME = Histogram(
     registry=REGISTRY,
 )
 SERVER_DRAINING = Gauge(
-    "seqserve_server_draining", "1 once SIGTERM was received and the server drains.", registry=REGISTRY
+    "seqserve_server_draining",
+    "1 once SIGTERM was received and the server drains.",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 
 
@@ -145,3 +188,19 @@ class ModelMetrics:
         self.slots_used = KV_SLOTS_USED.labels(model=model)
         self.slots_total = KV_SLOTS_TOTAL.labels(model=model)
         self.slots_usage = KV_SLOTS_USAGE.labels(model=model)
+
+
+def _scrape_registry() -> CollectorRegistry:
+    """What `/metrics` serves: this process's registry, or with PROMETHEUS_MULTIPROC_DIR set, the
+    aggregate of every worker's files. process_* are left out then: each scrape lands on one worker,
+    so they would alternate between processes (the container's CPU and memory metrics cover the pod).
+    """
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    aggregate = CollectorRegistry()
+    MultiProcessCollector(aggregate)
+    PlatformCollector(registry=aggregate)
+    return aggregate
+
+
+SCRAPE_REGISTRY = _scrape_registry()

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     gil_switch_interval_ms: float = Field(0.5, gt=0.0, le=100.0)
     # Warm-up runs the shapes requests will use, so that no first request pays for them.
     warmup: bool = True
+    # Full server processes sharing the HTTP and gRPC ports (SO_REUSEPORT), started and supervised
+    # by `python -m service` (service/supervisor.py). 1: one process and no supervisor, as before.
+    workers: int = Field(1, ge=1, le=256)
 
 
 def load_settings() -> Settings:

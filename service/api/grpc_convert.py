@@ -131,20 +131,22 @@ def generate_response(d: dict[str, Any]) -> pb.GenerateResponse:
 
 
 def stream_response(d: dict[str, Any]) -> pb.GenerateStreamResponse:
+    """Only the fields the message carries are set: a token message (most of a stream) costs one
+    constructor call, not a pass over every field of the proto."""
     msg = pb.GenerateStreamResponse(
-        id=d["id"],
-        model=d["model"],
-        index=d["index"],
-        text=d["text"],
-        token_ids=d.get("token_ids", []),
-        logprobs=[token_logprob(t) for t in d.get("logprobs") or []],
-        finish_reason=FINISH.get(d.get("finish_reason") or "", pb.FINISH_REASON_UNSPECIFIED),
-        prompt_logprobs=[token_logprob(t) for t in d.get("prompt_logprobs") or []],
-        error=d.get("error") or "",
+        id=d["id"], model=d["model"], index=d["index"], text=d["text"], token_ids=d.get("token_ids", ())
     )
-    _stop_reason(msg, d.get("stop_reason"))
-    if "usage" in d:
-        msg.usage.CopyFrom(usage(d["usage"]))
+    if logprobs := d.get("logprobs"):
+        msg.logprobs.extend(token_logprob(t) for t in logprobs)
+    if prompt_logprobs := d.get("prompt_logprobs"):
+        msg.prompt_logprobs.extend(token_logprob(t) for t in prompt_logprobs)
+    if "finish_reason" in d:
+        msg.finish_reason = FINISH.get(d["finish_reason"] or "", pb.FINISH_REASON_UNSPECIFIED)
+        _stop_reason(msg, d.get("stop_reason"))
+        if "usage" in d:
+            msg.usage.CopyFrom(usage(d["usage"]))
+        if error := d.get("error"):
+            msg.error = error
     return msg
 
 

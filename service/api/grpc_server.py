@@ -190,7 +190,8 @@ async def build_server(
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
-            ("grpc.so_reuseport", 0),
+            # Shared only by SEQSERVE_WORKERS > 1 workers; one process fails on a port in use.
+            ("grpc.so_reuseport", int(settings.workers > 1)),
         ]
     )
     server.add_generic_rpc_handlers((_handler(InferenceServicer(core, settings)),))

@@ -131,3 +131,24 @@ class BodyLimitMiddleware:
             return await receive()  # after the body: waits for the disconnect, as the server's would
 
         await self.app(scope, replay, send)
+
+
+class WorkerHeaderMiddleware:
+    """With SEQSERVE_WORKERS > 1: `x-seqserve-worker: <index>` on every response, so an operator (and
+    the tests) can tell which of the processes sharing the port served a connection."""
+
+    def __init__(self, app: ASGIApp, worker_index: int) -> None:
+        self.app = app
+        self.header = (b"x-seqserve-worker", str(worker_index).encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)

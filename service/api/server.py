@@ -3,6 +3,9 @@
 Shutdown order: readiness and health go NOT_SERVING at once and new work is refused (503 /
 UNAVAILABLE); in-flight requests finish, up to SEQSERVE_DRAIN_TIMEOUT_S, after which the engines
 cancel what is left; then both servers stop and the process exits 0.
+
+With SEQSERVE_WORKERS > 1 this runs in every worker (service/supervisor.py starts them): both
+ports are bound with SO_REUSEPORT, and responses name the worker (`x-seqserve-worker`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Iterator
 
@@ -19,7 +23,9 @@ import uvicorn
 from service import gc_tuning, metrics
 from service.api.core import InferenceCore
 from service.api.grpc_server import HealthReporter, build_server
+from service.api.middleware import WorkerHeaderMiddleware
 from service.api.rest import create_app
+from service.ports import shared_listener
 from service.registry import ModelRegistry
 from service.settings import Settings
 
@@ -39,13 +45,15 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings) -> int:
-    """Serve until SIGTERM or SIGINT; returns the process exit code."""
+async def serve(settings: Settings, worker_index: int | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; returns the process exit code. `worker_index`: this process is
+    one of SEQSERVE_WORKERS workers."""
     registry = ModelRegistry(settings)
     registry.discover()
     core = InferenceCore(registry, settings)
+    app = create_app(core, settings)
     config = uvicorn.Config(
-        create_app(core, settings),
+        app if worker_index is None else WorkerHeaderMiddleware(app, worker_index),
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,
@@ -57,13 +65,22 @@ async def serve(settings: Settings) -> int:
         timeout_keep_alive=_KEEP_ALIVE_S,
     )
     http = _Uvicorn(config)
+    http_sockets: list[socket.socket] | None = None
+    if settings.workers > 1:  # uvicorn has no SO_REUSEPORT option, but serves a socket bound here
+        try:
+            http_sockets = [shared_listener(settings.http_host, settings.http_port, config.backlog)]
+        except OSError as exc:
+            log.error("REST server could not start on %s:%d: %s", settings.http_host, settings.http_port, exc)
+            return 1
     try:
         grpc_server, health, grpc_port = await build_server(core, settings)
     except RuntimeError as exc:  # grpc raises this when the address cannot be bound
         log.error("gRPC server could not start on %s:%d: %s", settings.grpc_host, settings.grpc_port, exc)
+        for sock in http_sockets or ():
+            sock.close()
         return 1
     await grpc_server.start()
-    http_task = asyncio.create_task(_run_http(http), name="uvicorn")
+    http_task = asyncio.create_task(_run_http(http, http_sockets), name="uvicorn")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -97,10 +114,10 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-async def _run_http(http: uvicorn.Server) -> None:
+async def _run_http(http: uvicorn.Server, sockets: list[socket.socket] | None) -> None:
     """uvicorn exits the process (SystemExit) when it cannot bind; we want a clean shutdown instead."""
     try:
-        await http.serve()
+        await http.serve(sockets=sockets)
     except SystemExit as exc:
         log.error(
             "REST server could not start on %s:%d (exit %s)", http.config.host, http.config.port, exc.code
