@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(256, ge=1)
     # Seconds a client is told to wait (Retry-After) when the queue is full.
     retry_after_s: int = Field(1, ge=0)
+    # Seconds a request may wait in the queue before it starts; past that it gets 503 + Retry-After
+    # (gRPC DEADLINE_EXCEEDED) and leaves the queue. 0: no limit. A request's `timeout` may ask for less.
+    max_queue_time_s: float = Field(30.0, ge=0.0)
     # Engine tuning: prompt tokens prefilled per scheduler iteration (bounds the stall of running streams).
     prefill_chunk_tokens: int = Field(512, ge=16)
     # Structured outputs: the longest schema, regex, choice list or grammar text (characters), the

@@ -23,6 +23,7 @@ def open_engine(model_dir: Path, max_slots: int, threads: int) -> GenerationEngi
     settings = Settings(max_slots=max_slots, intra_op_threads=threads, max_queue=1024, max_new_tokens=4096)
     engine = load_generation_model(model_dir, settings)
     engine.max_prompt_tokens = engine.runner.max_len or 1 << 30  # the bench may exceed the trained context
+    engine.context_length = None  # ... with its prompt and new tokens too (it measures steps, not text)
     engine.start()
     return engine
 

@@ -23,8 +23,10 @@ from service.api.schemas import SamplingOptions
 from service.chat_template import ChatTemplate
 from service.engine import (
     Classification,
-    EngineError,
+    EngineStoppedError,
     GenerationRequest,
+    InvalidRequestError,
+    QueueFullError,
     RequestHandle,
 )
 from service.registry import ModelEntry, ModelRegistry, ModelState
@@ -257,8 +259,7 @@ class InferenceCore:
         *,
         stream: bool,
         returns_prompt: bool = False,
-        param_prefix: str = "",
-        prompt_field: str = "prompt",
+        queue_timeout: float | None = None,
     ) -> Generation:
         """Queue one engine request per prompt (all or none) and return them as one Generation.
 
@@ -266,49 +267,56 @@ class InferenceCore:
         Without `stream` the engine hands the events over in one go at the end (no per-token wake-ups).
         A structured-output constraint is compiled (or found in the cache) first, off the event loop:
         an invalid one is a 400 naming its field, and nothing is queued.
+        `queue_timeout` (seconds) bounds its wait in the queue, below the server's own limit.
+        Invalid requests raise InvalidRequestError naming the field as the engine does: the adapter
+        reports it under its own schema's name (errors.fields_named_by).
         """
         entry = self._entry(model, "generate", record)
         engine = entry.engine
         assert engine is not None
-        limit = self.settings.max_new_tokens
-        if options.max_tokens > limit:
-            raise invalid(param_prefix + "max_tokens", f"at most {limit} on this server")
         score_only = options.max_tokens == 0
         if score_only and not (returns_prompt or options.prompt_logprobs):
-            raise invalid(
-                param_prefix + "max_tokens", "must be >= 1 (0 only scores the prompt: ask for its logprobs)"
+            raise InvalidRequestError(
+                "max_new_tokens", "must be >= 1 (0 only scores the prompt: ask for its logprobs)"
             )
-        if len(prompts) > self.settings.max_texts_per_request:
-            raise invalid(prompt_field, f"at most {self.settings.max_texts_per_request} prompts per request")
+        limit = self.settings.max_texts_per_request
+        if len(prompts) > limit:
+            raise InvalidRequestError("prompt", f"at most {limit} prompts per request")
+        if len(prompts) > engine.capacity:
+            # All or none: more prompts than its slots and queue hold could never be admitted together,
+            # so a 429 would invite retries that cannot succeed.
+            raise InvalidRequestError(
+                "prompt",
+                f"at most {engine.capacity} prompts per request for {entry.name!r} (its slots + queue)",
+            )
         params = options.to_engine(max_new_tokens=1 if score_only else None)
         grammar = None
         if params.constraint is not None:
             try:
                 engine.check_room()  # a full server refuses before it spends a compile
                 grammar = await engine.compile_constraint(params.constraint)
-            except (EngineError, ValueError) as exc:
-                raise from_engine_error(exc, param_prefix) from None
+            except (QueueFullError, EngineStoppedError) as exc:  # a bad constraint names its field itself
+                raise from_engine_error(exc) from None
         handles: list[RequestHandle] = []
         try:
             for i, prompt in enumerate(prompts):
                 rid = record.request_id if len(prompts) == 1 else f"{record.request_id}-{i}"
-                if isinstance(prompt, str):
-                    request = GenerationRequest(prompt=prompt, params=params, request_id=rid, stream=stream)
-                else:
-                    ids = tuple(prompt)
-                    request = GenerationRequest(
-                        prompt_token_ids=ids, params=params, request_id=rid, stream=stream
-                    )
+                text, ids = (prompt, None) if isinstance(prompt, str) else (None, tuple(prompt))
+                request = GenerationRequest(
+                    prompt=text,
+                    prompt_token_ids=ids,
+                    params=params,
+                    request_id=rid,
+                    stream=stream,
+                    queue_timeout=queue_timeout,
+                )
                 handles.append(engine.submit(request, grammar))
-        except (EngineError, ValueError) as exc:
+        except BaseException as exc:
             for handle in handles:
                 handle.cancel()
-            error = from_engine_error(exc, param_prefix)
-            if error.param in ("prompt", "prompt_token_ids", param_prefix + "prompt"):
-                error = ApiError(
-                    error.kind, prompt_field + error.message[len(error.param or "") :], prompt_field
-                )
-            raise error from None
+            if isinstance(exc, QueueFullError | EngineStoppedError):
+                raise from_engine_error(exc) from None
+            raise
         return Generation(entry.name, engine, handles, score_only, record, stream)
 
     # ---- classification -----------------------------------------------------------------------------
@@ -325,7 +333,7 @@ class InferenceCore:
         record.texts = len(texts)
         try:
             return entry.name, await classifier.classify(texts)
-        except EngineError as exc:
+        except (QueueFullError, EngineStoppedError) as exc:
             raise from_engine_error(exc) from None
 
 

@@ -6,13 +6,15 @@ Every client mistake becomes a 4xx that names the offending field; only real ser
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 
 import grpc
 from pydantic import ValidationError
 
-from service.engine import EngineStoppedError, PromptTooLongError, QueueFullError
+from service.engine import EngineStoppedError, InvalidRequestError, QueueFullError
 
 
 class ErrorKind(Enum):
@@ -27,6 +29,8 @@ class ErrorKind(Enum):
     INTERNAL = (500, grpc.StatusCode.INTERNAL, "server_error")
     UNAVAILABLE = (503, grpc.StatusCode.UNAVAILABLE, "service_unavailable")
     DEADLINE_EXCEEDED = (504, grpc.StatusCode.DEADLINE_EXCEEDED, "timeout")
+    # Waited in the queue past its limit: retryable over HTTP, the caller's deadline over gRPC.
+    QUEUE_TIMEOUT = (503, grpc.StatusCode.DEADLINE_EXCEEDED, "service_unavailable")
 
     @property
     def http_status(self) -> int:
@@ -48,6 +52,8 @@ class ApiError(Exception):
     kind: ErrorKind
     message: str
     param: str | None = None
+    # Worth a retry later: REST adds Retry-After (always with 429).
+    retry_after: bool = False
 
     def __str__(self) -> str:
         return self.message
@@ -68,39 +74,25 @@ def invalid(param: str, rule: str) -> ApiError:
     return ApiError(ErrorKind.INVALID_ARGUMENT, f"{param}: {rule}", param)
 
 
-# The engine names its own parameters; clients know them by the API's names.
-_ENGINE_TO_API = {
-    "max_new_tokens": "max_tokens",
-    "min_new_tokens": "min_tokens",
-    "prompt_token_ids": "prompt",
-}
-_FIELD = re.compile(r"^([A-Za-z_][\w.]*): ")
 # Pydantic puts union members ("str", "function-after[...]") into error locations; fields are plain names.
 _NAME = re.compile(r"^(?!(?:str|int|float|bool|list|dict|none)$)[A-Za-z_]\w*$")
 
 
-def from_value_error(exc: ValueError, prefix: str = "") -> ApiError:
-    """Engine validation messages start with the field ("temperature: must be >= 0")."""
-    message = str(exc)
-    match = _FIELD.match(message)
-    if not match:
-        return ApiError(ErrorKind.INVALID_ARGUMENT, message)
-    engine_name = match.group(1)
-    param = prefix + _ENGINE_TO_API.get(engine_name, engine_name)
-    return ApiError(ErrorKind.INVALID_ARGUMENT, param + message[len(engine_name) :], param)
-
-
-def from_engine_error(exc: Exception, prefix: str = "") -> ApiError:
-    """Map what `engine.submit` / `classify` raise; anything unknown is left to the caller."""
+def from_engine_error(exc: QueueFullError | EngineStoppedError) -> ApiError:
+    """The engine's refusals that concern no field: a full queue, a model not running."""
     if isinstance(exc, QueueFullError):
         return ApiError(ErrorKind.RESOURCE_EXHAUSTED, f"{exc}; retry later")
-    if isinstance(exc, EngineStoppedError):
-        return ApiError(ErrorKind.UNAVAILABLE, str(exc))
-    if isinstance(exc, PromptTooLongError):
-        return ApiError(ErrorKind.INVALID_ARGUMENT, str(exc), "prompt")
-    if isinstance(exc, ValueError):
-        return from_value_error(exc, prefix)
-    raise TypeError(f"not an engine error: {exc!r}") from exc
+    return ApiError(ErrorKind.UNAVAILABLE, str(exc))
+
+
+@contextmanager
+def fields_named_by(param: Callable[[str], str]) -> Iterator[None]:
+    """Report an InvalidRequestError (raised by the engine or the core, naming a field as the engine
+    does) as a 400 naming the field as this request's schema does, e.g. `params.max_tokens`."""
+    try:
+        yield
+    except InvalidRequestError as exc:
+        raise invalid(param(exc.field), exc.rule) from None
 
 
 def from_validation_error(exc: ValidationError, prefix: str = "") -> ApiError:

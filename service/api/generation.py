@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from tokenizers import Tokenizer
 
+from service.api.errors import ApiError, ErrorKind
+from service.api.token_labels import TokenLabels
 from service.engine import (
-    CompletionOutput,
     Event,
     FinishEvent,
     GenerationEngine,
@@ -47,6 +48,10 @@ class RequestRecord:
     detached: bool = False
 
 
+# Finish reasons that say the request did not complete: scoring keeps them, and they fail the request.
+_FAILED = ("cancelled", "error", "timeout")
+
+
 def clean_logprob(value: float | None) -> float | None:
     """JSON has no -inf or NaN (a token the filters removed has logprob -inf): report those as null."""
     return value if value is not None and math.isfinite(value) else None
@@ -74,6 +79,7 @@ class Generation:
         self.created = int(time.time())
         record.prompt_tokens = sum(len(h.prompt_token_ids) for h in handles)
         self._token_text: dict[int, str] = {}
+        self._labels: TokenLabels | None = None
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -87,6 +93,13 @@ class Generation:
             self._token_text[token_id] = text
         return text
 
+    @property
+    def labels(self) -> TokenLabels:
+        """OpenAI's names of tokens (a piece of a character by its bytes), made when first asked for."""
+        if self._labels is None:
+            self._labels = TokenLabels(self.tokenizer)
+        return self._labels
+
     def cancel(self) -> None:
         for handle in self.handles:
             handle.cancel()
@@ -94,17 +107,6 @@ class Generation:
     @property
     def done(self) -> bool:
         return all(h.done.done() for h in self.handles)
-
-    async def events(self) -> AsyncIterator[tuple[int, Event]]:
-        """(prompt index, event) until every sample of every prompt has finished."""
-        if len(self.handles) == 1:  # unbuffered: what is not consumed stays in the handle's queue
-            async for event in self.handles[0]:
-                if (seen := self._observe(event)) is not None:
-                    yield 0, seen
-            return
-        async for batch in self.event_batches():
-            for item in batch:
-                yield item
 
     async def event_batches(self) -> AsyncIterator[list[tuple[int, Event]]]:
         """(prompt index, event) lists: everything that arrived by the time the consumer woke up
@@ -114,19 +116,20 @@ class Generation:
                 if seen := [(0, s) for e in events if (s := self._observe(e)) is not None]:
                     yield seen
             return
-        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, list[Event]]] = asyncio.Queue()
 
         async def pump(index: int, handle: RequestHandle) -> None:
-            async for event in handle:
-                queue.put_nowait((index, event))
+            async for events in handle.batches():
+                queue.put_nowait((index, events))
 
         tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(self.handles)]
         finishes_left = self.n * len(self.handles)
         try:
             while finishes_left:
-                items = [await queue.get()]
+                arrived = [await queue.get()]
                 while not queue.empty():
-                    items.append(queue.get_nowait())
+                    arrived.append(queue.get_nowait())
+                items = [(i, e) for i, events in arrived for e in events]
                 finishes_left -= sum(isinstance(event, FinishEvent) for _, event in items)
                 if seen := [(i, s) for i, e in items if (s := self._observe(e)) is not None]:
                     yield seen
@@ -144,45 +147,49 @@ class Generation:
             event = dataclasses.replace(
                 event,
                 text="",
-                finish_reason=event.finish_reason
-                if event.finish_reason in ("cancelled", "error")
-                else "length",
+                finish_reason=event.finish_reason if event.finish_reason in _FAILED else "length",
                 stop_reason=None,
                 usage=Usage(event.usage.prompt_tokens, 0),
             )
-        self.record.completion_tokens += event.usage.completion_tokens
-        self.record.finish_reasons.append(event.finish_reason)
-        if event.error:
-            self.record.error = event.error
+        self._finished(event.finish_reason, event.usage.completion_tokens, event.error)
         return event
+
+    def _finished(self, reason: str, completion_tokens: int, error: str | None) -> None:
+        self.record.completion_tokens += completion_tokens
+        self.record.finish_reasons.append(reason)
+        if error:
+            self.record.error = error
 
     async def results(self) -> list[GenerationResult]:
         """Every prompt's unary result (texts, token ids, logprobs, usage), in prompt order."""
-        outputs = [[CompletionOutput(index=i) for i in range(self.n)] for _ in self.handles]
-        async for prompt_index, event in self.events():
-            out = outputs[prompt_index][event.index]
-            if isinstance(event, TokenEvent):
-                out.text += event.text
-                out.token_ids.append(event.token_id)
-                out.logprobs.append(event.logprob)
-                out.top_logprobs.append(event.top_logprobs)
-            else:
-                out.text += event.text
-                out.finish_reason = event.finish_reason
-                out.stop_reason = event.stop_reason
-        results = []
-        for handle, outs in zip(self.handles, outputs, strict=True):
-            completion = sum(len(o.token_ids) for o in outs)
-            results.append(
-                GenerationResult(
-                    request_id=handle.request_id,
-                    prompt_token_ids=handle.prompt_token_ids,
-                    prompt_logprobs=handle.prompt_logprobs,
-                    outputs=outs,
-                    usage=Usage(len(handle.prompt_token_ids), completion),
-                )
-            )
+        results = list(await asyncio.gather(*(handle.result() for handle in self.handles)))
+        for result in results:
+            for out in result.outputs:
+                if self.score_only:
+                    out.text, out.token_ids, out.logprobs, out.top_logprobs = "", [], [], []
+                    out.stop_reason = None
+                    if out.finish_reason not in _FAILED:
+                        out.finish_reason = "length"
+                self._finished(out.finish_reason or "", len(out.token_ids), out.error)
+            if self.score_only:
+                result.usage = Usage(result.usage.prompt_tokens, 0)
         return results
+
+    def failure(self) -> ApiError | None:
+        """Why the request failed, once its events are in: a model failure (500), or it was stopped
+        by the server, at the drain timeout or past its queue time limit (503: retry elsewhere)."""
+        reasons = self.record.finish_reasons
+        if "error" in reasons:
+            return ApiError(ErrorKind.INTERNAL, f"the model failed: {self.record.error}")
+        if "timeout" in reasons:
+            return ApiError(ErrorKind.QUEUE_TIMEOUT, f"{self.record.error}; retry later", retry_after=True)
+        if "cancelled" in reasons:  # client cancellations end a request before anyone asks
+            return ApiError(
+                ErrorKind.UNAVAILABLE,
+                "the server is shutting down and cancelled the request at its drain timeout; retry",
+                retry_after=True,
+            )
+        return None
 
     def usage(self) -> Usage:
         return Usage(self.record.prompt_tokens, self.record.completion_tokens)

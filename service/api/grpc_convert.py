@@ -8,9 +8,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.api.core import ModelView
-from service.api.errors import from_validation_error, invalid
+from service.api.errors import from_validation_error
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
-from service.api.schemas import SamplingOptions
+from service.api.schemas import SamplingOptions, single_prompt
 from service.engine import Classification
 
 _OPTIONAL = (
@@ -73,16 +73,9 @@ def response_format(msg: pb.ResponseFormat) -> dict[str, Any]:
     return out
 
 
-def prompt(request: pb.GenerateRequest) -> tuple[str | list[int], str]:
-    """(prompt, the field it came from); exactly one of prompt and prompt_token_ids."""
-    ids = list(request.prompt_token_ids)
-    if request.prompt and ids:
-        raise invalid("prompt", "give exactly one of prompt and prompt_token_ids")
-    if ids:
-        return ids, "prompt_token_ids"
-    if not request.prompt:
-        raise invalid("prompt", "must not be empty (give prompt or prompt_token_ids)")
-    return request.prompt, "prompt"
+def prompt(request: pb.GenerateRequest) -> str | list[int]:
+    """Exactly one of prompt and prompt_token_ids (proto3 cannot tell an empty one from an unset one)."""
+    return single_prompt(request.prompt or None, list(request.prompt_token_ids) or None)
 
 
 def token_logprob(d: dict[str, Any]) -> pb.TokenLogprob:

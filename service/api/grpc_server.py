@@ -21,12 +21,12 @@ from grpc_reflection.v1alpha import reflection
 from service.api import grpc_convert as convert
 from service.api import native
 from service.api.core import InferenceCore
-from service.api.errors import ApiError, ErrorKind
+from service.api.errors import ApiError, fields_named_by
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generation import Generation, RequestRecord
 from service.api.grpc_wire import Malformed, safe_deserializer
 from service.api.middleware import key_matches
-from service.api.schemas import REQUEST_ID_PATTERN
+from service.api.schemas import REQUEST_ID_PATTERN, native_param
 from service.registry import ModelEntry, ModelState
 from service.settings import Settings
 
@@ -64,18 +64,28 @@ class InferenceServicer:
             )
         return rid or from_metadata or None
 
-    async def _submit(self, record: RequestRecord, request: pb.GenerateRequest, stream: bool) -> Generation:
-        """The one path from a GenerateRequest to the core, shared by the unary and streaming calls."""
-        prompt, field = convert.prompt(request)
-        return await self.core.submit(
-            record,
-            request.model or None,
-            [prompt],
-            convert.options(request.params),
-            stream=stream,
-            param_prefix="params.",
-            prompt_field=field,
-        )
+    async def _submit(
+        self,
+        record: RequestRecord,
+        request: pb.GenerateRequest,
+        context: grpc.aio.ServicerContext,
+        stream: bool,
+    ) -> Generation:
+        """The one path from a GenerateRequest to the core, shared by the unary and streaming calls.
+        The client's deadline bounds the queue wait like the request's own `timeout`."""
+        prompt = convert.prompt(request)
+        waits = [request.timeout] if request.HasField("timeout") else []
+        if (remaining := context.time_remaining()) is not None:
+            waits.append(max(remaining, 0.0))
+        with fields_named_by(native_param):
+            return await self.core.submit(
+                record,
+                request.model or None,
+                [prompt],
+                convert.options(request.params),
+                stream=stream,
+                queue_timeout=min(waits, default=None),
+            )
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
@@ -83,14 +93,14 @@ class InferenceServicer:
         rid = await self._admit(request, context)
         try:
             async with self.core.track("grpc.Generate", rid) as record:
-                gen = await self._submit(record, request, stream=False)
+                gen = await self._submit(record, request, context, stream=False)
                 try:
                     results = await gen.results()
                 finally:
                     if not gen.done:
                         gen.cancel()  # cancelled or past its deadline: free the slot
-                if record.error:
-                    raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+                if failure := gen.failure():
+                    raise failure
                 await context.send_initial_metadata((("x-request-id", record.request_id),))
                 return convert.generate_response(native.response(gen, results[0]))
         except ApiError as exc:
@@ -102,7 +112,7 @@ class InferenceServicer:
         rid = await self._admit(request, context)
         try:
             async with self.core.track("grpc.GenerateStream", rid) as record:
-                gen = await self._submit(record, request, stream=True)
+                gen = await self._submit(record, request, context, stream=True)
                 try:
                     await context.send_initial_metadata((("x-request-id", record.request_id),))
                     first = True
@@ -114,8 +124,8 @@ class InferenceServicer:
                 finally:
                     if not gen.done:
                         gen.cancel()
-                if record.error:
-                    raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+                if failure := gen.failure():
+                    raise failure
         except ApiError as exc:
             await context.abort(exc.kind.grpc_code, exc.message)
 

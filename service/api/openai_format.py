@@ -1,7 +1,8 @@
 """OpenAI completions shapes: the unary response, the SSE chunks, and the legacy `logprobs` object.
 
 A choice's index is prompt_index * n + sample. `text_offset` counts characters from the start of the
-choice's text (which begins with the prompt when `echo` is set).
+choice's text (which begins with the prompt when `echo` is set). Tokens are named as token_labels.py
+says (a byte-level piece of a character as "bytes:\\xNN").
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from service.api.generation import Generation, clean_logprob
 from service.engine import CompletionOutput, GenerationResult, TokenEvent
+from service.engine.detokenizer import IncrementalDetokenizer
 
 OBJECT = "text_completion"
 
@@ -19,35 +21,49 @@ def completion_id(request_id: str) -> str:
 
 
 class LogprobsBuilder:
-    """Accumulates the legacy logprobs object of one choice, token by token."""
+    """Accumulates the legacy logprobs object of one choice, token by token.
+
+    `text_offset` is the character offset of each token in the choice's text: the text decoded so far
+    is replayed token by token, as the engine's detokeniser made it, so a token that holds only part
+    of a character sits at that character, and special tokens the text leaves out take no room. No
+    offset lies past the text the client has been given (`shown`), e.g. inside a cut stop string.
+    """
 
     def __init__(self, gen: Generation) -> None:
         self.gen = gen
-        self.offset = 0
+        self.base = 0  # characters before the tokens now being added (the echoed prompt)
+        self.decoded = 0  # characters the detokeniser made final from those tokens
+        self.shown = 0  # characters of the choice's text the client has, or will have in this chunk
+        self._detokenizer = IncrementalDetokenizer(gen.tokenizer)
         self.tokens: list[str] = []
         self.token_logprobs: list[float | None] = []
         self.top_logprobs: list[dict[str, float] | None] = []
         self.text_offset: list[int] = []
 
     def add(self, token_id: int, logprob: float | None, top: list[tuple[int, float]] | None) -> None:
-        text = self.gen.token_text(token_id)
+        label = self.gen.labels.label
+        text = label(token_id)
         logprob = clean_logprob(logprob)
         self.tokens.append(text)
         self.token_logprobs.append(logprob)
         if logprob is None:
             self.top_logprobs.append(None)
         else:
-            entries = {self.gen.token_text(t): lp for t, lp in (top or []) if clean_logprob(lp) is not None}
+            entries = {label(t): lp for t, lp in (top or []) if clean_logprob(lp) is not None}
             entries.setdefault(text, logprob)
             self.top_logprobs.append(entries)
-        self.text_offset.append(self.offset)
-        self.offset += len(text)
+        self.text_offset.append(self.base + self.decoded)
+        self.decoded += len(self._detokenizer.add(token_id))
 
-    def add_prompt(self, token_ids: list[int], logprobs: list[float | None] | None) -> None:
-        """Prompt tokens (echo): their own logprob only; the first token has none."""
+    def add_prompt(self, token_ids: list[int], logprobs: list[float | None] | None, text: str) -> None:
+        """Prompt tokens (echo): their own logprob only; the first token has none. The generated
+        tokens that follow are decoded afresh, as the engine does, after the prompt's `text`."""
         values = logprobs or [None] * len(token_ids)
         for token_id, lp in zip(token_ids, values, strict=False):
             self.add(token_id, lp, None)
+        self.base, self.decoded = self.base + len(text), 0
+        self._detokenizer = IncrementalDetokenizer(self.gen.tokenizer)
+        self.shown += len(text)
 
     def take(self) -> dict[str, Any]:
         """The object so far, and start afresh (streaming sends each chunk's tokens once)."""
@@ -55,7 +71,7 @@ class LogprobsBuilder:
             "tokens": self.tokens,
             "token_logprobs": self.token_logprobs,
             "top_logprobs": self.top_logprobs,
-            "text_offset": self.text_offset,
+            "text_offset": [min(offset, self.shown) for offset in self.text_offset],
         }
         self.tokens, self.token_logprobs, self.top_logprobs, self.text_offset = [], [], [], []
         return body
@@ -95,14 +111,16 @@ def _choice(
     echo: bool,
     logprobs: int | None,
 ) -> dict[str, Any]:
-    text = (prompt_text(gen, prompt) if echo else "") + out.text
+    echoed = prompt_text(gen, prompt) if echo else ""
+    text = echoed + out.text
     lp: dict[str, Any] | None = None
     if logprobs is not None:
         builder = LogprobsBuilder(gen)
         if echo:
-            builder.add_prompt(result.prompt_token_ids, result.prompt_logprobs)
+            builder.add_prompt(result.prompt_token_ids, result.prompt_logprobs, echoed)
         for token_id, value, top in zip(out.token_ids, out.logprobs, out.top_logprobs, strict=True):
             builder.add(token_id, value, top)
+        builder.shown = len(text)
         lp = builder.take()
     return {
         "index": p_index * gen.n + out.index,
@@ -165,4 +183,5 @@ def usage_chunk(gen: Generation) -> dict[str, Any]:
 
 def token_chunk_logprobs(builder: LogprobsBuilder, event: TokenEvent) -> dict[str, Any]:
     builder.add(event.token_id, event.logprob, event.top_logprobs)
+    builder.shown += len(event.text)
     return builder.take()

@@ -145,7 +145,7 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         headers = {}
-        if exc.kind is ErrorKind.RESOURCE_EXHAUSTED:
+        if exc.kind is ErrorKind.RESOURCE_EXHAUSTED or exc.retry_after:
             headers["retry-after"] = str(settings.retry_after_s)
         return JSONResponse(exc.body(), status_code=exc.kind.http_status, headers=headers)
 

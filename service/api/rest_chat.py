@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api import openai_chat_format as fmt
 from service.api.core import InferenceCore
-from service.api.errors import ApiError, ErrorKind, invalid
+from service.api.errors import ApiError, ErrorKind, fields_named_by, invalid
 from service.api.generation import Generation
 from service.api.rest_support import (
     EventStream,
@@ -44,23 +44,18 @@ async def chat_completions(request: Request) -> Response:
         except ChatTemplateError as exc:
             raise invalid("messages", str(exc)) from None
         options = body.options(core.settings.max_new_tokens, template.stop)
-        try:
+        with fields_named_by(body.param):
             gen = await core.submit(
-                record, model, [prompt], options, stream=bool(body.stream), prompt_field="messages"
+                record, model, [prompt], options, stream=bool(body.stream), queue_timeout=body.timeout
             )
-        except ApiError as exc:
-            if exc.param != "max_tokens":
-                raise
-            field = body.max_tokens_field  # the client may have named it max_completion_tokens
-            raise ApiError(exc.kind, field + exc.message[len("max_tokens") :], field) from None
         logprobs = bool(body.logprobs)
         if body.stream:
             record.detached = True  # the stream closes the record when it ends
             stream = _stream(core, gen, logprobs, body.include_usage)
             return EventStream(stream, on_close=lambda: core.close_generation(gen))
         results = await unless_disconnected(request, gen.results(), gen.cancel)
-        if record.error:
-            raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+        if failure := gen.failure():
+            raise failure
         return JSONResponse(fmt.response(gen, results[0], logprobs))
 
 
@@ -71,21 +66,25 @@ async def _stream(
         sse(fmt.chunk(gen, i, {"role": "assistant", "content": ""}, with_usage_field=include_usage))
         for i in range(gen.n)
     )
+    stopped = False
     async for batch in gen.event_batches():
         # One write for whatever arrived together (a backlog when the loop is busy), not one per token.
         messages: list[bytes] = []
         for _, event in batch:
             if isinstance(event, FinishEvent):
                 if event.finish_reason == "error":
-                    messages.append(
-                        sse(ApiError(ErrorKind.INTERNAL, f"the model failed: {event.error}").body())
+                    failure = ApiError(ErrorKind.INTERNAL, f"the model failed: {event.error}")
+                    messages.append(sse(failure.body()))
+                elif event.finish_reason in ("cancelled", "timeout"):  # stopped by the server: one event
+                    if not stopped and (failure := gen.failure()) is not None:
+                        stopped = True
+                        messages.append(sse(failure.body()))
+                else:
+                    delta = {"content": event.text} if event.text else {}
+                    chunk = fmt.chunk(
+                        gen, event.index, delta, None, event.finish_reason, event.stop_reason, include_usage
                     )
-                    continue
-                delta = {"content": event.text} if event.text else {}
-                chunk = fmt.chunk(
-                    gen, event.index, delta, None, event.finish_reason, event.stop_reason, include_usage
-                )
-                messages.append(sse(chunk))
+                    messages.append(sse(chunk))
                 continue
             lp = None
             if logprobs:
@@ -98,4 +97,5 @@ async def _stream(
     if include_usage:
         yield sse(fmt.usage_chunk(gen))
     yield sse("[DONE]")
-    core.end(gen.record, ErrorKind.INTERNAL.http_status if gen.record.error else None)
+    failure = gen.failure()
+    core.end(gen.record, failure.kind.http_status if failure else None, failure.message if failure else None)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api import native
 from service.api.core import InferenceCore
-from service.api.errors import ApiError, ErrorKind, invalid
+from service.api.errors import ErrorKind, fields_named_by
 from service.api.generation import Generation
 from service.api.rest_support import (
     EventStream,
@@ -35,36 +35,36 @@ async def generate(request: Request) -> Response:
     async with core.track(ROUTE, request_id(request)) as record:
         body = await parse_body(request, GenerateBody)
         adopt_request_id(request, record, body.request_id)
-        if (body.prompt is None) == (body.prompt_token_ids is None):
-            raise invalid("prompt", "give exactly one of prompt and prompt_token_ids")
-        prompt_field = "prompt" if body.prompt is not None else "prompt_token_ids"
-        prompt = body.prompt if body.prompt is not None else body.prompt_token_ids
-        assert prompt is not None
-        gen = await core.submit(
-            record,
-            body.model,
-            [prompt],
-            body.params,
-            stream=body.stream,
-            param_prefix="params.",
-            prompt_field=prompt_field,
-        )
+        with fields_named_by(body.param):
+            gen = await core.submit(
+                record,
+                body.model,
+                [body.the_prompt()],
+                body.params,
+                stream=body.stream,
+                queue_timeout=body.timeout,
+            )
         if body.stream:
             record.detached = True  # the stream closes the record when it ends
             return EventStream(_stream(core, gen), on_close=lambda: core.close_generation(gen))
         results = await unless_disconnected(request, gen.results(), gen.cancel)
-        if record.error:
-            raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+        if failure := gen.failure():
+            raise failure
         return JSONResponse(native.response(gen, results[0]))
 
 
 async def _stream(core: InferenceCore, gen: Generation) -> AsyncIterator[bytes]:
-    """One SSE message per token and per finished sample, then `data: [DONE]`."""
+    """One SSE message per token and per finished sample, then `data: [DONE]`. A stream the server
+    stopped (drain timeout, queue time limit) ends with an error event before it; a failed stream is
+    logged and counted with its error status, not 200."""
     first = True
     async for batch in gen.event_batches():
         # One write for whatever arrived together (a backlog when the loop is busy), not one per token.
         messages = native.stream_messages(gen, (event for _, event in batch), first)
         first = False
         yield b"".join(sse(message) for message in messages)
+    failure = gen.failure()
+    if failure is not None and failure.kind is not ErrorKind.INTERNAL:
+        yield sse(failure.body())  # stopped by the server: the finish messages say "cancelled"
     yield sse("[DONE]")
-    core.end(gen.record)
+    core.end(gen.record, failure.kind.http_status if failure else None, failure.message if failure else None)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api import openai_format as fmt
 from service.api.core import InferenceCore
-from service.api.errors import ApiError, ErrorKind
+from service.api.errors import ApiError, ErrorKind, fields_named_by
 from service.api.generation import Generation
 from service.api.rest_support import (
     EventStream,
@@ -37,16 +37,23 @@ async def completions(request: Request) -> Response:
         body = await parse_body(request, CompletionBody)
         prompts = body.prompts()
         echo = bool(body.echo)
-        gen = await core.submit(
-            record, body.model, prompts, body.options(), stream=bool(body.stream), returns_prompt=echo
-        )
+        with fields_named_by(body.param):
+            gen = await core.submit(
+                record,
+                body.model,
+                prompts,
+                body.options(),
+                stream=bool(body.stream),
+                returns_prompt=echo,
+                queue_timeout=body.timeout,
+            )
         if body.stream:
             record.detached = True  # the stream closes the record when it ends
             stream = _stream(core, gen, prompts, echo, body.logprobs, body.include_usage)
             return EventStream(stream, on_close=lambda: core.close_generation(gen))
         results = await unless_disconnected(request, gen.results(), gen.cancel)
-        if record.error:
-            raise ApiError(ErrorKind.INTERNAL, f"the model failed: {record.error}")
+        if failure := gen.failure():
+            raise failure
         return JSONResponse(fmt.response(gen, results, prompts, echo, body.logprobs))
 
 
@@ -67,7 +74,8 @@ async def _stream(
     if include_usage:
         yield sse(fmt.usage_chunk(gen))
     yield sse("[DONE]")
-    core.end(gen.record, ErrorKind.INTERNAL.http_status if gen.record.error else None)
+    failure = gen.failure()
+    core.end(gen.record, failure.kind.http_status if failure else None, failure.message if failure else None)
 
 
 class _StreamMessages:
@@ -86,6 +94,7 @@ class _StreamMessages:
         if logprobs is not None:
             self.builders = {i: fmt.LogprobsBuilder(gen) for i in range(len(prompts) * gen.n)}
         self.echoed: set[int] = set()
+        self.stopped = False
 
     def of(self, p_index: int, event: Event) -> Iterator[bytes]:
         gen, usage = self.gen, self.include_usage
@@ -95,16 +104,22 @@ class _StreamMessages:
             # The prompt goes first, once per choice; its logprobs are known once the prompt is prefilled.
             self.echoed.add(index)
             lp = None
+            text = fmt.prompt_text(gen, self.prompts[p_index])
             if builder is not None:
                 handle = gen.handles[p_index]
-                builder.add_prompt(handle.prompt_token_ids, handle.prompt_logprobs)
+                builder.add_prompt(handle.prompt_token_ids, handle.prompt_logprobs, text)
                 lp = builder.take()
-            yield sse(
-                fmt.chunk(gen, index, fmt.prompt_text(gen, self.prompts[p_index]), lp, None, None, usage)
-            )
+            yield sse(fmt.chunk(gen, index, text, lp, None, None, usage))
         if isinstance(event, FinishEvent):
             if event.finish_reason == "error":
                 yield sse(ApiError(ErrorKind.INTERNAL, f"the model failed: {event.error}").body())
+                return
+            if event.finish_reason in ("cancelled", "timeout"):  # stopped by the server: one error event
+                if not self.stopped:
+                    self.stopped = True
+                    failure = self.gen.failure()
+                    assert failure is not None
+                    yield sse(failure.body())
                 return
             yield sse(fmt.chunk(gen, index, event.text, None, event.finish_reason, event.stop_reason, usage))
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -26,14 +26,22 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from service.api.errors import from_validation_error
+from service.api.errors import from_validation_error, invalid
 from service.engine import Constraint, SamplingParams
+from service.engine.limits import (
+    MAX_LOGIT_BIAS,
+    MAX_LOGIT_BIAS_ENTRIES,
+    MAX_LOGPROBS,
+    MAX_N,
+    MAX_PENALTY,
+    MAX_STOP_STRINGS,
+    MAX_STOP_TOKEN_IDS,
+    MIN_PENALTY,
+    SEED_BOUND,
+)
 
 DEFAULT_MAX_TOKENS = 16  # as OpenAI's completions API
 DEFAULT_TEMPERATURE = 1.0  # as OpenAI's: sample by default, temperature 0 is greedy
-MAX_STOP_STRINGS = 16
-MAX_LOGPROBS = 20
-MAX_N = 64
 # A client's request id is echoed as the `x-request-id` header (REST) and initial metadata (gRPC), so it
 # must be a legal header value: visible ASCII, no spaces. Anything else failed the response with a 500.
 REQUEST_ID_PATTERN = r"^[!-~]{0,128}$"
@@ -64,12 +72,13 @@ TopK = Annotated[int, Field(ge=0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
 MinP = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 RepetitionPenalty = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
+Penalty = Annotated[float, Field(ge=MIN_PENALTY, le=MAX_PENALTY, allow_inf_nan=False)]
 N = Annotated[int, Field(ge=1, le=MAX_N)]
-Seed = Annotated[int, Field(ge=0, lt=2**64)]
+Seed = Annotated[int, Field(ge=0, lt=SEED_BOUND)]
 Logprobs = Annotated[int, Field(ge=0, le=MAX_LOGPROBS)]
+# Seconds a request may wait in the queue before it starts (the server's own limit applies too).
+QueueTimeout = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 ModelName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_valid_unicode)]
-MAX_LOGIT_BIAS = 1024
 
 
 def _one_logit_bias_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
@@ -92,9 +101,9 @@ def _one_logit_bias_error(value: Any, handler: ValidatorFunctionWrapHandler) -> 
 LogitBias = Annotated[
     dict[
         Annotated[str, Field(pattern=r"^[0-9]{1,10}$")],
-        Annotated[float, Field(ge=-100.0, le=100.0, allow_inf_nan=False)],
+        Annotated[float, Field(ge=-MAX_LOGIT_BIAS, le=MAX_LOGIT_BIAS, allow_inf_nan=False)],
     ],
-    Field(max_length=MAX_LOGIT_BIAS),
+    Field(max_length=MAX_LOGIT_BIAS_ENTRIES),
     WrapValidator(_one_logit_bias_error),
 ]
 
@@ -202,7 +211,7 @@ class SamplingOptions(_Strict):
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
-    stop_token_ids: list[TokenId] = Field(default_factory=list, max_length=256)
+    stop_token_ids: list[TokenId] = Field(default_factory=list, max_length=MAX_STOP_TOKEN_IDS)
     ignore_eos: bool = False
     n: N = 1
     seed: Seed | None = None
@@ -212,6 +221,14 @@ class SamplingOptions(_Strict):
     logit_bias: LogitBias = Field(default_factory=dict)
     structured_outputs: StructuredOutputs | None = None
     response_format: ResponseFormat | None = None
+
+    # The two parameters the engine names differently (see to_engine); its errors name its own.
+    ENGINE_NAMES: ClassVar[dict[str, str]] = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
+
+    @classmethod
+    def api_name(cls, engine_field: str) -> str:
+        """The name clients know an engine parameter by."""
+        return cls.ENGINE_NAMES.get(engine_field, engine_field)
 
     @model_validator(mode="after")
     def _consistent(self) -> SamplingOptions:
@@ -257,6 +274,24 @@ class SamplingOptions(_Strict):
         )
 
 
+PROMPT_FIELDS = ("prompt", "prompt_token_ids")
+
+
+def single_prompt(text: str | None, ids: list[int] | None) -> str | list[int]:
+    """The one prompt of a native or gRPC request: exactly one of `prompt` and `prompt_token_ids`."""
+    if (text is None) == (ids is None):
+        raise invalid("prompt", "give exactly one of prompt and prompt_token_ids")
+    return ids if ids is not None else text  # type: ignore[return-value]
+
+
+def native_param(engine_field: str) -> str:
+    """Where a native or gRPC request holds an engine parameter: the prompt fields at the top (as the
+    request gave it), everything else under `params`."""
+    if engine_field in PROMPT_FIELDS:
+        return engine_field
+    return "params." + SamplingOptions.api_name(engine_field)
+
+
 class GenerateBody(_Strict):
     """POST /v1/generate: the JSON form of the proto's GenerateRequest, plus `stream`."""
 
@@ -266,6 +301,12 @@ class GenerateBody(_Strict):
     params: SamplingOptions = Field(default_factory=SamplingOptions)
     stream: bool = False
     request_id: RequestId | None = None
+    timeout: QueueTimeout | None = None
+
+    param = staticmethod(native_param)
+
+    def the_prompt(self) -> str | list[int]:
+        return single_prompt(self.prompt, self.prompt_token_ids)
 
 
 class StreamOptions(_Strict):
@@ -300,6 +341,7 @@ class _OpenAISampling(_Strict):
     # OpenAI's field (the completions API of the openai client sends it through `extra_body`), and vLLM's.
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
+    timeout: QueueTimeout | None = None  # our extension: seconds it may wait in the queue
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -383,6 +425,11 @@ class CompletionBody(_OpenAISampling):
         if self.best_of is not None and self.best_of != (self.n or 1):
             raise _field_error("best_of", "only best_of == n is supported")
         return self
+
+    @staticmethod
+    def param(engine_field: str) -> str:
+        """OpenAI's name of an engine parameter: token ids are a `prompt` too, sampling fields are flat."""
+        return "prompt" if engine_field in PROMPT_FIELDS else SamplingOptions.api_name(engine_field)
 
     def prompts(self) -> list[str | list[int]]:
         """The batch of prompts, each text or token ids."""
@@ -474,9 +521,14 @@ class ChatCompletionBody(_OpenAISampling):
         stop = list(default_stop) if self.stop is None else list(self.stop)
         return self._options(max_tokens, logprobs, stop=stop)
 
-    @property
-    def max_tokens_field(self) -> str:
-        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+    def param(self, engine_field: str) -> str:
+        """The chat's name of an engine parameter: the prompt is the rendered `messages`, and the token
+        limit is whichever of max_completion_tokens and max_tokens the client sent."""
+        if engine_field in PROMPT_FIELDS:
+            return "messages"
+        if engine_field == "max_new_tokens":
+            return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+        return SamplingOptions.api_name(engine_field)
 
 
 class TokenizeBody(_Strict):
@@ -520,6 +572,3 @@ class SentimentBody(_Strict):
     model: ModelName | None = None
     texts: list[Text] = Field(min_length=1)
     request_id: RequestId | None = None
-
-
-Task = Literal["generate", "classify"]

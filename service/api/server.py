@@ -2,7 +2,8 @@
 
 Shutdown order: readiness and health go NOT_SERVING at once and new work is refused (503 /
 UNAVAILABLE); in-flight requests finish, up to SEQSERVE_DRAIN_TIMEOUT_S, after which the engines
-cancel what is left; then both servers stop and the process exits 0.
+cancel what is left (those requests get a retryable 503 / UNAVAILABLE); then both servers stop and
+the process exits 0. A second SIGTERM or SIGINT during the drain ends it at once, as in uvicorn.
 
 With SEQSERVE_WORKERS > 1 this runs in every worker (service/supervisor.py starts them): both
 ports are bound with SO_REUSEPORT, and responses name the worker (`x-seqserve-worker`).
@@ -82,10 +83,10 @@ async def serve(settings: Settings, worker_index: int | None = None) -> int:
     await grpc_server.start()
     http_task = asyncio.create_task(_run_http(http, http_sockets), name="uvicorn")
 
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _on_signal, sig, stop, hurry)
     log.info(
         "seqserve starting: REST on http://%s:%d, gRPC on %s:%d; loading models from %s",
         settings.http_host,
@@ -106,12 +107,24 @@ async def serve(settings: Settings, worker_index: int | None = None) -> int:
         await registry.stop(0)
         return 1
 
-    await _drain(settings, core, registry, loader, health)
+    await _drain(settings, core, registry, loader, health, hurry)
     http.should_exit = True
     await http_task
     await grpc_server.stop(_SERVER_GRACE_S)
     log.info("seqserve stopped")
     return 0
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event, hurry: asyncio.Event) -> None:
+    """The first signal starts the drain; a second one ends it now (an operator who means it)."""
+    if not stop.is_set():
+        log.info("%s: shutting down", sig.name)
+        stop.set()
+    elif not hurry.is_set():
+        log.warning("%s again: ending the drain now, cancelling the requests in flight", sig.name)
+        hurry.set()
+    else:
+        log.warning("%s again: the drain is already ending", sig.name)
 
 
 async def _run_http(http: uvicorn.Server, sockets: list[socket.socket] | None) -> None:
@@ -130,8 +143,10 @@ async def _drain(
     registry: ModelRegistry,
     loader: asyncio.Task[None],
     health: HealthReporter,
+    hurry: asyncio.Event,
 ) -> None:
-    """Refuse new work, let in-flight requests finish within the drain timeout, then stop the engines."""
+    """Refuse new work, let in-flight requests finish within the drain timeout (or until `hurry` is
+    set by a second signal), then stop the engines, which cancel what is left."""
     started = time.monotonic()
     core.start_draining()
     metrics.SERVER_DRAINING.set(1)
@@ -139,11 +154,17 @@ async def _drain(
     log.info("draining: %d requests in flight, up to %.1fs", core.in_flight, settings.drain_timeout_s)
     if not loader.done():
         loader.cancel()  # a model still loading will not be served by this process any more
-    finished = await core.wait_idle(settings.drain_timeout_s)
+    idle = asyncio.ensure_future(core.wait_idle(settings.drain_timeout_s))
+    hurried = asyncio.ensure_future(hurry.wait())
+    await asyncio.wait({idle, hurried}, return_when=asyncio.FIRST_COMPLETED)
+    hurried.cancel()
+    finished = idle.done() and idle.result()
+    idle.cancel()
     late = core.in_flight
-    left = max(0.0, settings.drain_timeout_s - (time.monotonic() - started))
+    left = 0.0 if hurry.is_set() else max(0.0, settings.drain_timeout_s - (time.monotonic() - started))
     await registry.stop(left)
     if not finished:
-        log.warning("the drain timeout passed with %d requests in flight: they were cancelled", late)
+        why = "a second signal came" if hurry.is_set() else "the drain timeout passed"
+        log.warning("%s with %d requests in flight: they were cancelled", why, late)
         await core.wait_idle(_SERVER_GRACE_S)
     log.info("drained in %.2fs", time.monotonic() - started)

@@ -7,7 +7,8 @@ Public interface (everything the REST/gRPC adapters need)::
         GenerationEngine, GenerationRequest, SamplingParams,
         RequestHandle, TokenEvent, FinishEvent, Usage, GenerationResult,
         ClassifierBatcher, Classification,
-        QueueFullError, EngineStoppedError, PromptTooLongError, ModelIntegrityError, ManifestError,
+        QueueFullError, EngineStoppedError, InvalidRequestError, PromptTooLongError,
+        ModelIntegrityError, ManifestError,
     )
 
     engine = load_generation_model(Path("exported_models/shakespeare-gpt"), settings)
@@ -29,10 +30,15 @@ Public interface (everything the REST/gRPC adapters need)::
 Structured outputs: `SamplingParams(constraint=Constraint("json", schema_text, field="..."))` (also
 "regex", "choice", "grammar"); `await engine.compile_constraint(c)` compiles it off the loop before
 submission (`engine.submit(request, grammar)`); a completed constraint finishes with "stop".
-Errors: `submit` raises QueueFullError (-> 429), EngineStoppedError (-> 503), ValueError and
-PromptTooLongError (-> 400; SamplingParams validates at construction and names the field).
+Errors: `submit` raises QueueFullError (-> 429), EngineStoppedError (-> 503) and InvalidRequestError
+(-> 400, a ValueError; PromptTooLongError is one): `.field` names the parameter, `.rule` the rule.
+SamplingParams validates at construction the same way. Prompt + max_new_tokens must fit the model's
+trained context (`context_length`; recurrent models have none).
 Finish reasons: "stop" (eos, stop token id, or stop string), "length" (max_new_tokens or the end of
-the context), "cancelled", "error" (a model failure; `FinishEvent.error` says what).
+the cache), "cancelled", "error" (a model failure; `FinishEvent.error` says what), "timeout" (it
+waited in the queue longer than `GenerationRequest.queue_timeout` or the engine's
+`max_queue_time_s` and never started). Events reach the handle through `RequestHandle.deliver_all`,
+which the scheduler thread schedules on the handle's loop.
 Logprobs are the log-softmax of the processed distribution the token was drawn from (after
 penalties, temperature, top-k/top-p/min-p; temperature 1 for greedy rows); prompt logprobs are from
 the raw prefill logits. Metrics: the engine updates every `seqserve_*` metric in service.metrics
@@ -45,6 +51,7 @@ from service.engine.engine import EngineStats, GenerationEngine
 from service.engine.errors import (
     EngineError,
     EngineStoppedError,
+    InvalidRequestError,
     ManifestError,
     ModelIntegrityError,
     PromptTooLongError,
@@ -82,6 +89,7 @@ __all__ = [
     "GenerationEngine",
     "GenerationRequest",
     "GenerationResult",
+    "InvalidRequestError",
     "Manifest",
     "ManifestError",
     "ModelIntegrityError",

@@ -186,8 +186,9 @@ class ClassifierBatcher:
         done = time.perf_counter()
         for row, it in enumerate(batch):
             result = (self.labels[int(np.argmax(probs[row]))], probs[row])
-            it.loop.call_soon_threadsafe(_set_result, it.future, result)
+            # Observed before the hand-over: a caller who got its result finds it counted.
             metrics.CLASSIFIER_LATENCY.labels(**self._labels).observe(done - it.enqueued_at)
+            it.loop.call_soon_threadsafe(_set_result, it.future, result)
         metrics.CLASSIFIER_BATCH_SIZE.labels(**self._labels).observe(len(batch))
         if self.on_batch is not None:
             self.on_batch(

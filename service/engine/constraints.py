@@ -23,6 +23,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from service import metrics
+from service.engine.errors import InvalidRequestError
 from service.engine.masks import unpack_bitmask
 
 ConstraintKind = Literal["json", "regex", "choice", "grammar"]
@@ -34,8 +35,8 @@ ConstraintKind = Literal["json", "regex", "choice", "grammar"]
 JSON_LAYOUT: dict[str, object] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-class ConstraintError(ValueError):
-    """An invalid or too costly constraint; the message starts with the request field ("field: why")."""
+class ConstraintError(InvalidRequestError):
+    """An invalid or too costly constraint (HTTP 400): `field` is the request field that carried it."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def grammar_text(constraint: Constraint) -> str:
             return llguidance.LLMatcher.grammar_from_lark(lark)
         return llguidance.grammar_from("grammar", spec)  # Lark, or GBNF converted to Lark
     except Exception as exc:  # the text is the caller's: whatever it makes the library raise is a 400
-        raise ConstraintError(f"{name}: {_first_line(str(exc))}") from None
+        raise ConstraintError(name, f"{_first_line(str(exc))}") from None
 
 
 class GrammarCompiler:
@@ -140,16 +141,16 @@ class GrammarCompiler:
         """The cheap checks (size, shape) that need no compilation."""
         limits, name = self.limits, constraint.field
         if not constraint.spec.strip():
-            raise ConstraintError(f"{name}: must not be empty")
+            raise ConstraintError(name, "must not be empty")
         if len(constraint.spec) > limits.max_chars:
             size = len(constraint.spec)
-            raise ConstraintError(f"{name}: {size} characters, the limit is {limits.max_chars}")
+            raise ConstraintError(name, f"{size} characters, the limit is {limits.max_chars}")
         if constraint.kind == "choice":
             options = json.loads(constraint.spec)
             if not options or len(options) > limits.max_choices:
-                raise ConstraintError(f"{name}: give 1 to {limits.max_choices} choices")
+                raise ConstraintError(name, f"give 1 to {limits.max_choices} choices")
             if not all(isinstance(o, str) and o for o in options):
-                raise ConstraintError(f"{name}: every choice must be a non-empty string")
+                raise ConstraintError(name, "every choice must be a non-empty string")
 
     def compile(self, constraint: Constraint) -> CompiledGrammar:
         """The cached grammar, or a new one; raises ConstraintError naming the field when it is invalid,
@@ -170,8 +171,9 @@ class GrammarCompiler:
         self._compile_time.observe(elapsed)
         if elapsed > self.limits.compile_timeout_s:
             raise ConstraintError(
-                f"{constraint.field}: compiling took {elapsed:.1f} s, the limit is "
-                f"{self.limits.compile_timeout_s:g} s; simplify it"
+                constraint.field,
+                f"compiling took {elapsed:.1f} s, the limit is "
+                f"{self.limits.compile_timeout_s:g} s; simplify it",
             )
         compiled = CompiledGrammar(constraint, template)
         with self._lock:
@@ -191,17 +193,17 @@ class GrammarCompiler:
         try:
             matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0, limits=limits)
         except Exception as exc:  # documented not to raise for bad grammars; kept a 400 if it ever does
-            raise ConstraintError(f"{constraint.field}: {_first_line(str(exc))}") from None
+            raise ConstraintError(constraint.field, f"{_first_line(str(exc))}") from None
         if matcher.is_error():
-            raise ConstraintError(f"{constraint.field}: {_first_line(matcher.get_error())}")
+            raise ConstraintError(constraint.field, f"{_first_line(matcher.get_error())}")
         # The first mask does the lazy part of the work: errors and cost show here, not mid-batch.
         probe_matcher = matcher.deep_copy()
         probe = llnp.allocate_token_bitmask(1, self.vocab_size)
         llnp.fill_next_token_bitmask(probe_matcher, probe)
         if probe_matcher.is_error():
-            raise ConstraintError(f"{constraint.field}: {_first_line(probe_matcher.get_error())}")
+            raise ConstraintError(constraint.field, f"{_first_line(probe_matcher.get_error())}")
         if not unpack_bitmask(probe, self.vocab_size)[0, self.text_tokens].any():
-            raise ConstraintError(f"{constraint.field}: no token of this model's vocabulary can start it")
+            raise ConstraintError(constraint.field, "no token of this model's vocabulary can start it")
         return matcher
 
 

@@ -17,8 +17,8 @@ from service.engine.constraints import (
     ConstraintLimits,
     GrammarCompiler,
 )
-from service.engine.errors import EngineStoppedError, PromptTooLongError
-from service.engine.request import GenerationRequest, RequestHandle
+from service.engine.errors import EngineStoppedError, InvalidRequestError, PromptTooLongError
+from service.engine.request import FinishEvent, GenerationRequest, RequestHandle, Usage
 from service.engine.runner import ModelRunner
 from service.engine.scheduler import Scheduler
 from service.engine.sequence import Job
@@ -53,6 +53,7 @@ class GenerationEngine:
         tokenizer: Tokenizer,
         eos_id: int | None,
         max_queue: int = 64,
+        max_queue_time_s: float | None = None,
         max_prompt_tokens: int | None = None,
         context_length: int | None = None,
         max_new_tokens: int = 512,
@@ -68,7 +69,10 @@ class GenerationEngine:
         # Prompts are bounded by the setting, else by the trained context; never beyond the KV buffer.
         wanted = max_prompt_tokens or context_length or (1 << 30)
         self.max_prompt_tokens = min(wanted, runner.max_len or (1 << 30))
+        # The trained context (None for recurrent models, which have none): prompt + new tokens fit in it.
+        self.context_length = context_length
         self.max_new_tokens = max_new_tokens
+        self.max_queue_time_s = max_queue_time_s
         self._warmup = warmup
         self._prefill_chunk_tokens = prefill_chunk_tokens
         # Structured outputs are compiled against this model's own tokenizer.json, cached by hash.
@@ -81,6 +85,11 @@ class GenerationEngine:
         self._handles: set[RequestHandle] = set()
         self._ready = False
         metrics.MODEL_READY.labels(model=name).set(0)
+
+    @property
+    def capacity(self) -> int:
+        """Requests it holds at once, running and waiting: more than this are never admitted together."""
+        return self.runner.max_slots + self._scheduler.max_queue
 
     @property
     def provider(self) -> str:
@@ -107,18 +116,21 @@ class GenerationEngine:
         )
 
     def encode(self, request: GenerationRequest) -> list[int]:
-        """Prompt token ids, checked against the context: raises PromptTooLongError or ValueError."""
+        """Prompt token ids, checked against the limits: raises PromptTooLongError or InvalidRequestError
+        naming the field the prompt came in (`prompt` or `prompt_token_ids`)."""
         if request.prompt_token_ids is not None:
+            field = "prompt_token_ids"
             ids = list(request.prompt_token_ids)
             if any(t < 0 or t >= self.runner.vocab_size for t in ids):
-                raise ValueError(f"prompt_token_ids: ids must be in [0, {self.runner.vocab_size})")
+                raise InvalidRequestError(field, f"ids must be in [0, {self.runner.vocab_size})")
         else:
+            field = "prompt"
             ids = self.tokenizer.encode(request.prompt or "", add_special_tokens=False).ids
         if not ids:
-            raise ValueError("prompt: must contain at least one token")
+            raise InvalidRequestError(field, "must contain at least one token")
         if len(ids) > self.max_prompt_tokens:
             raise PromptTooLongError(
-                f"prompt: {len(ids)} tokens, the limit for {self.name!r} is {self.max_prompt_tokens}"
+                field, f"{len(ids)} tokens, the limit for {self.name!r} is {self.max_prompt_tokens}"
             )
         return ids
 
@@ -134,8 +146,22 @@ class GenerationEngine:
         except TimeoutError:
             # The library's own limits (fuel, grammar size) end the thread soon; its result is not cached.
             raise ConstraintError(
-                f"{constraint.field}: compiling took longer than {timeout:g} s; simplify it"
+                constraint.field, f"compiling took longer than {timeout:g} s; simplify it"
             ) from None
+
+    def check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Prompt + max_new_tokens must fit the trained context (as vLLM's max_model_len): past it a
+        Transformer's text degrades. A prompt that fills the context may still ask for the one token
+        its last position predicts (scoring a prompt asks for one). Recurrent models have no limit."""
+        if self.context_length is None:
+            return
+        room = max(self.context_length - prompt_tokens, 1)
+        if max_new_tokens > room:
+            raise InvalidRequestError(
+                "max_new_tokens",
+                f"at most {room} for this prompt: its {prompt_tokens} tokens and the new ones must fit the "
+                f"context of {self.name!r} ({self.context_length} tokens)",
+            )
 
     def submit(self, request: GenerationRequest, grammar: CompiledGrammar | None = None) -> RequestHandle:
         """Queue a request from a running event loop; events arrive on that loop.
@@ -143,22 +169,25 @@ class GenerationEngine:
         A request with `params.constraint` uses `grammar` when given (see compile_constraint), else
         compiles it here, on the calling thread.
         Raises QueueFullError (queue at its bound), EngineStoppedError (not started or draining),
-        ValueError/PromptTooLongError (invalid request; ConstraintError for a bad constraint).
+        InvalidRequestError/PromptTooLongError (invalid request: the field and the rule; ConstraintError for
+        a bad constraint).
         """
         params = request.params
         if params.max_new_tokens > self.max_new_tokens:
-            raise ValueError(f"max_new_tokens: at most {self.max_new_tokens} for {self.name!r}")
+            raise InvalidRequestError("max_new_tokens", f"at most {self.max_new_tokens} on this server")
         if params.n > self.runner.max_slots:
-            raise ValueError(f"n: at most {self.runner.max_slots} (the engine's slots)")
+            raise InvalidRequestError("n", f"at most {self.runner.max_slots} (the engine's slots)")
         outside = [t for t, _ in params.logit_bias if t >= self.runner.vocab_size]
         if outside:
-            raise ValueError(
-                f"logit_bias: token id {outside[0]} is outside the vocabulary [0, {self.runner.vocab_size})"
+            vocab = self.runner.vocab_size
+            raise InvalidRequestError(
+                "logit_bias", f"token id {outside[0]} is outside the vocabulary [0, {vocab})"
             )
         if not self._ready:
             raise EngineStoppedError(f"model {self.name!r} is not ready")
         self._scheduler.check_room()  # before tokenising: a refusal at a full server costs little
         prompt = self.encode(request)
+        self.check_context(len(prompt), params.max_new_tokens)
         if params.constraint is None:
             grammar = None
         elif grammar is None or grammar.constraint != params.constraint:
@@ -171,12 +200,33 @@ class GenerationEngine:
         job = Job(handle, np.asarray(prompt, dtype=np.int64), frozenset(stop_ids), grammar)
         self._scheduler.submit(job)
         self._handles.add(handle)
-        handle.done.add_done_callback(lambda _f: self._handles.discard(handle))
+        limits = [t for t in (self.max_queue_time_s, request.queue_timeout) if t is not None]
+        if limits:
+            # The timer runs on the caller's loop; the scheduler thread never looks at the clock.
+            timer = loop.call_later(min(limits), self._expire, job, min(limits))
+
+            def forget(_: asyncio.Future[None]) -> None:
+                timer.cancel()
+                self._handles.discard(handle)
+
+            handle.done.add_done_callback(forget)
+        else:
+            handle.done.add_done_callback(lambda _f: self._handles.discard(handle))
         return handle
 
     def check_room(self) -> None:
         """Raise QueueFullError now if a request would be refused (racy, cheap; submit checks exactly)."""
         self._scheduler.check_room()
+
+    def _expire(self, job: Job, waited: float) -> None:
+        """A request still waiting when its queue time runs out leaves the queue: it ends with
+        "timeout" (the caller retries, perhaps elsewhere) and never takes a slot."""
+        if not self._scheduler.expire(job):
+            return  # admitted (or dropped) meanwhile: it runs as usual
+        error = f"waited {waited:g} s in the queue of {self.name!r} without starting"
+        usage = Usage(len(job.prompt), 0)
+        for index in range(job.params.n):
+            job.handle.deliver(FinishEvent(index, "timeout", usage=usage, error=error))
 
     @property
     def saturated(self) -> bool:

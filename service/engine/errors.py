@@ -15,8 +15,19 @@ class EngineStoppedError(EngineError):
     """The engine is not running (not started yet, draining or stopped): HTTP 503 / UNAVAILABLE."""
 
 
-class PromptTooLongError(EngineError, ValueError):
-    """The prompt leaves no room in the context for a new token (HTTP 400)."""
+class InvalidRequestError(EngineError, ValueError):
+    """A request the engine refuses as given (HTTP 400): `field` names the parameter (the engine's
+    name, e.g. `max_new_tokens`, or `prompt` / `prompt_token_ids`, whichever the request carried) and
+    `rule` says what it must be. Structured, so that the API names the field without parsing text."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class PromptTooLongError(InvalidRequestError):
+    """The prompt has more tokens than the model's context or the configured limit (HTTP 400)."""
 
 
 class ModelIntegrityError(EngineError):

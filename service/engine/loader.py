@@ -37,6 +37,7 @@ def load_generation_model(model_dir: Path, settings: Settings) -> GenerationEngi
         tokenizer=tokenizer,
         eos_id=manifest.tokenizer.get("eos_id"),
         max_queue=settings.max_queue,
+        max_queue_time_s=settings.max_queue_time_s or None,
         max_prompt_tokens=settings.max_prompt_tokens,
         context_length=manifest.context_length,
         max_new_tokens=settings.max_new_tokens,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from service.engine import limits
 from service.engine.constraints import Constraint
+from service.engine.errors import InvalidRequestError
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,6 @@ class SamplingParams:
     # Structured output: every sample follows this JSON schema, regex, choice or grammar; its mask is
     # applied before penalties, temperature and truncation, and completing it ends the sample ("stop").
     constraint: Constraint | None = None
-    extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Lists from JSON become tuples so params stay hashable and immutable.
@@ -57,28 +58,37 @@ class SamplingParams:
             "repetition_penalty",
             "must be > 0",
         )
-        _check(
-            _finite(self.presence_penalty) and -2.0 <= self.presence_penalty <= 2.0,
-            "presence_penalty",
-            "must be in [-2, 2]",
-        )
-        _check(
-            _finite(self.frequency_penalty) and -2.0 <= self.frequency_penalty <= 2.0,
-            "frequency_penalty",
-            "must be in [-2, 2]",
-        )
+        low, high = limits.MIN_PENALTY, limits.MAX_PENALTY
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            _check(_finite(value) and low <= value <= high, name, f"must be in [{low:g}, {high:g}]")
         _check(all(isinstance(s, str) and s for s in self.stop), "stop", "must be non-empty strings")
-        _check(len(self.stop) <= 16, "stop", "at most 16 stop strings")
+        _check(
+            len(self.stop) <= limits.MAX_STOP_STRINGS,
+            "stop",
+            f"at most {limits.MAX_STOP_STRINGS} stop strings",
+        )
         _check(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids", "must be >= 0")
+        _check(
+            len(self.stop_token_ids) <= limits.MAX_STOP_TOKEN_IDS,
+            "stop_token_ids",
+            f"at most {limits.MAX_STOP_TOKEN_IDS} ids",
+        )
+        _check(1 <= self.n <= limits.MAX_N, "n", f"must be in [1, {limits.MAX_N}]")
+        _check(self.seed is None or 0 <= self.seed < limits.SEED_BOUND, "seed", "must be in [0, 2**64)")
+        _check(
+            self.logprobs is None or 0 <= self.logprobs <= limits.MAX_LOGPROBS,
+            "logprobs",
+            f"must be in [0, {limits.MAX_LOGPROBS}]",
+        )
+        bound = limits.MAX_LOGIT_BIAS
+        _check(len(self.logit_bias) <= limits.MAX_LOGIT_BIAS_ENTRIES, "logit_bias", "too many entries")
         _check(all(t >= 0 for t, _ in self.logit_bias), "logit_bias", "token ids must be >= 0")
         _check(
-            all(_finite(b) and -100.0 <= b <= 100.0 for _, b in self.logit_bias),
+            all(_finite(b) and -bound <= b <= bound for _, b in self.logit_bias),
             "logit_bias",
-            "biases must be in [-100, 100]",
+            f"biases must be in [{-bound:g}, {bound:g}]",
         )
-        _check(1 <= self.n <= 64, "n", "must be in [1, 64]")
-        _check(self.seed is None or 0 <= self.seed < 2**64, "seed", "must be in [0, 2**64)")
-        _check(self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", "must be in [0, 20]")
         _check(
             0 <= self.min_new_tokens <= self.max_new_tokens,
             "min_new_tokens",
@@ -97,4 +107,4 @@ def _finite(x: float) -> bool:
 
 def _check(ok: bool, name: str, rule: str) -> None:
     if not ok:
-        raise ValueError(f"{name}: {rule}")
+        raise InvalidRequestError(name, rule)

@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from service.engine.errors import InvalidRequestError
 from service.engine.params import SamplingParams
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+# "timeout": it left the queue unstarted, having waited longer than its queue time limit.
+FinishReason = Literal["stop", "length", "cancelled", "error", "timeout"]
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,13 @@ class GenerationRequest:
     # False for unary responses: the events are handed over in one go when the request ends, so the
     # event loop is not woken once per token for a caller that only awaits `result()`.
     stream: bool = True
+    # Seconds it may wait in the queue before it starts (the engine's own limit applies too): past
+    # that it leaves the queue and finishes with "timeout".
+    queue_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.prompt_token_ids is None):
-            raise ValueError("prompt: give exactly one of prompt or prompt_token_ids")
+            raise InvalidRequestError("prompt", "give exactly one of prompt and prompt_token_ids")
         if self.prompt_token_ids is not None:
             object.__setattr__(self, "prompt_token_ids", tuple(int(t) for t in self.prompt_token_ids))
 
@@ -93,6 +98,7 @@ class CompletionOutput:
     top_logprobs: list[list[tuple[int, float]] | None] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
+    error: str | None = None  # what failed, when finish_reason is "error"
 
 
 @dataclass
@@ -107,8 +113,9 @@ class GenerationResult:
 class RequestHandle:
     """The caller's side of a submitted request: `async for event in handle`, `cancel()`, `await result()`.
 
-    Events are pushed by the scheduler thread with `loop.call_soon_threadsafe`, so the handle must be
-    created (by `GenerationEngine.submit`) on the event loop that consumes it.
+    The one place that iterates a request's events. The scheduler thread hands them over with
+    `loop.call_soon_threadsafe(RequestHandle.deliver_all, items)`, so the handle must be created (by
+    `GenerationEngine.submit`) on the event loop that consumes it.
     """
 
     def __init__(
@@ -123,7 +130,7 @@ class RequestHandle:
         self.prompt_token_ids = prompt_token_ids
         self.prompt_logprobs: list[float | None] | None = None
         self.submitted_at = time.perf_counter()
-        self._loop = loop
+        self.loop = loop  # events are delivered on it (a plain attribute: the scheduler reads it per token)
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._open = request.params.n
         self._cancelled = threading.Event()
@@ -140,8 +147,14 @@ class RequestHandle:
             self._cancelled.set()
             self._on_cancel()
 
-    def _deliver(self, event: Delivery) -> None:
-        """Runs on the event loop (scheduled from the scheduler thread)."""
+    @staticmethod
+    def deliver_all(items: list[tuple[RequestHandle, Delivery]]) -> None:
+        """Hand events to their handles; runs on their event loop (the scheduler batches per loop)."""
+        for handle, item in items:
+            handle.deliver(item)
+
+    def deliver(self, event: Delivery) -> None:
+        """Queue one event for the consumer; call it on the handle's event loop."""
         if isinstance(event, PromptLogprobs):
             self.prompt_logprobs = event.values
             return
@@ -193,6 +206,7 @@ class RequestHandle:
             else:
                 out.finish_reason = event.finish_reason
                 out.stop_reason = event.stop_reason
+                out.error = event.error
                 completion_tokens += event.usage.completion_tokens
         return GenerationResult(
             request_id=self.request_id,

@@ -88,6 +88,19 @@ class Scheduler:
             self._attention = True
             self._cond.notify()
 
+    def expire(self, job: Job) -> bool:
+        """Take a job out of the queue if it is still waiting (its queue time ran out); False when it
+        was admitted or dropped meanwhile. Its caller delivers the finish: nothing was posted yet."""
+        with self._cond:
+            for position, waiting in enumerate(self._waiting):
+                if waiting is job:  # identity: jobs hold arrays, so == would not do
+                    del self._waiting[position]
+                    break
+            else:
+                return False
+        self._metrics.queue_time.observe(time.perf_counter() - job.handle.submitted_at)
+        return True
+
     def check_room(self) -> None:
         """Raise QueueFullError when a new job would find neither a free slot nor a queue place.
 
@@ -397,7 +410,7 @@ class Scheduler:
         if not job.handle.request.stream and not (final or job.done):
             job.held.append(item)  # a unary request gets everything at once, when it is done
             return
-        outbox = self._outbox.setdefault(job.handle._loop, [])
+        outbox = self._outbox.setdefault(job.handle.loop, [])
         if job.held:
             outbox.extend((job.handle, held) for held in job.held)
             job.held.clear()
@@ -414,7 +427,7 @@ class Scheduler:
         outbox, self._outbox = self._outbox, {}
         for loop, items in outbox.items():
             try:
-                loop.call_soon_threadsafe(_deliver_all, items)
+                loop.call_soon_threadsafe(RequestHandle.deliver_all, items)
             except RuntimeError:  # the caller's loop is closed: nobody is listening any more
                 log.debug("dropping events for a closed event loop")
 
@@ -428,12 +441,6 @@ class Scheduler:
         self._metrics.waiting.set(waiting)
         self._metrics.slots_used.set(used)
         self._metrics.slots_usage.set(used / self.runner.max_slots)
-
-
-def _deliver_all(items: list[tuple[RequestHandle, Delivery]]) -> None:
-    """Runs on the caller's event loop."""
-    for handle, item in items:
-        handle._deliver(item)
 
 
 def _settle(masks: MaskBatch | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.api import protogen
+from scripts import protogen
 
 
 def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
@@ -12,9 +12,9 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
     assert fresh, "protoc produced nothing"
     for path in fresh:
         committed = protogen.GENERATED_ROOT / path.relative_to(tmp_path)
-        assert committed.exists(), f"{committed} is missing: run python -m service.api.protogen"
+        assert committed.exists(), f"{committed} is missing: run python scripts/protogen.py"
         assert committed.read_text() == path.read_text(), (
-            f"{committed} is stale: run python -m service.api.protogen"
+            f"{committed} is stale: run python scripts/protogen.py"
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -16,19 +17,20 @@ from bench.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import ENDLESS, RNN_MODEL, copy_model, start_server
+from tests.api.metrics_reader import wait_for
 
 
 def lstm_server(api_models_dir: Path, tmp_path: Path, **env: str | int | float) -> ServerProcess:
     root = tmp_path / "models"
     copy_model(api_models_dir / RNN_MODEL, root / RNN_MODEL, RNN_MODEL)
-    return start_server(
-        root, tmp_path / "server.log", max_slots=2, max_queue=16, max_new_tokens=ENDLESS["max_tokens"], **env
-    )
+    settings = {"max_slots": 2, "max_queue": 16, "max_new_tokens": ENDLESS["max_tokens"], **env}
+    return start_server(root, tmp_path / "server.log", **settings)
 
 
 async def stream_completion(client: httpx.AsyncClient, body: dict, started: asyncio.Event) -> dict:
-    """Read one SSE completion to its end: the finish reason, whether [DONE] came, and the usage."""
-    outcome: dict = {"finish": None, "done": False, "usage": None}
+    """Read one SSE completion to its end: the finish reason, whether [DONE] came, the usage, and the
+    error event if the server stopped it."""
+    outcome: dict = {"finish": None, "done": False, "usage": None, "error": None}
     async with client.stream("POST", "/v1/completions", json=body) as response:
         assert response.status_code == 200
         started.set()
@@ -39,6 +41,9 @@ async def stream_completion(client: httpx.AsyncClient, body: dict, started: asyn
                 outcome["done"] = True
                 continue
             chunk = json.loads(line[6:])
+            if "error" in chunk:
+                outcome["error"] = chunk["error"]
+                continue
             if chunk.get("usage"):
                 outcome["usage"] = chunk["usage"]
             for choice in chunk["choices"]:
@@ -82,6 +87,7 @@ def test_sigterm_lets_in_flight_requests_finish_and_exits_zero(api_models_dir: P
                 "finish": "length",
                 "done": True,
                 "usage": {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": tokens + 5},
+                "error": None,
             }
         assert server.wait_exit(60) == 0, server.log()
         assert "drained in" in server.log()
@@ -89,25 +95,92 @@ def test_sigterm_lets_in_flight_requests_finish_and_exits_zero(api_models_dir: P
         server.stop()
 
 
-def test_the_drain_timeout_cancels_what_is_left_and_still_exits_zero(
+def test_the_drain_timeout_cancels_what_is_left_with_a_retryable_error_and_still_exits_zero(
     api_models_dir: Path, tmp_path: Path
 ) -> None:
-    server = lstm_server(api_models_dir, tmp_path, drain_timeout_s=1)
-    body = {"model": RNN_MODEL, "prompt": "To be", "stream": True, **ENDLESS}
+    server = lstm_server(api_models_dir, tmp_path, drain_timeout_s=1, max_slots=5)
+    endless = {"model": RNN_MODEL, "prompt": "To be", **ENDLESS}
+    grpc_params = pb.SamplingParams(max_tokens=ENDLESS["max_tokens"], ignore_eos=True, temperature=0.0)
 
-    async def scenario() -> list[dict]:
+    def grpc_call(stream: bool) -> grpc.StatusCode:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            request = pb.GenerateRequest(model=RNN_MODEL, prompt="To be", params=grpc_params)
+            try:
+                if stream:
+                    for _ in stub.GenerateStream(request, timeout=120):
+                        pass
+                else:
+                    stub.Generate(request, timeout=120)
+            except grpc.RpcError as exc:
+                return exc.code()
+        return grpc.StatusCode.OK
+
+    async def native_stream(client: httpx.AsyncClient, started: asyncio.Event) -> list[dict]:
+        body = {"model": RNN_MODEL, "prompt": "To be", "stream": True, "params": ENDLESS}
+        async with client.stream("POST", "/v1/generate", json=body) as response:
+            started.set()
+            lines = [line[6:] async for line in response.aiter_lines() if line.startswith("data: ")]
+        return [json.loads(line) for line in lines[:-1]] + [lines[-1]]
+
+    async def scenario() -> tuple:
         async with httpx.AsyncClient(base_url=server.url, timeout=120.0) as client:
             started = [asyncio.Event() for _ in range(2)]
-            tasks = [asyncio.create_task(stream_completion(client, body, s)) for s in started]
+            openai_stream = asyncio.create_task(
+                stream_completion(client, {**endless, "stream": True}, started[0])
+            )
+            native = asyncio.create_task(native_stream(client, started[1]))
+            unary = asyncio.create_task(client.post("/v1/completions", json=endless))
+            grpc_unary = asyncio.create_task(asyncio.to_thread(grpc_call, False))
+            grpc_stream = asyncio.create_task(asyncio.to_thread(grpc_call, True))
             await asyncio.wait_for(asyncio.gather(*(s.wait() for s in started)), 60)
+            with httpx.Client(base_url=server.url, timeout=10.0) as http:  # all four are generating
+                await asyncio.to_thread(wait_for, http, "seqserve_num_requests_running", lambda v: v == 5)
             server.terminate()
-            return await asyncio.wait_for(asyncio.gather(*tasks), 120)
+            calls = (openai_stream, native, unary, grpc_unary, grpc_stream)
+            return await asyncio.wait_for(asyncio.gather(*calls), 120)
 
     try:
-        outcomes = asyncio.run(scenario())
-        assert [o["finish"] for o in outcomes] == ["cancelled", "cancelled"]
-        assert all(o["done"] for o in outcomes)
+        openai_outcome, native_messages, unary, grpc_code, grpc_stream_code = asyncio.run(scenario())
+        # Unary: a retryable 503 (and UNAVAILABLE), not a 200 with empty text; a gRPC stream's status too.
+        assert unary.status_code == 503, unary.text
+        assert unary.headers["retry-after"] == "1"
+        assert unary.json()["error"]["type"] == "service_unavailable"
+        assert grpc_code == grpc_stream_code == grpc.StatusCode.UNAVAILABLE
+        # Streams already under way end with an error event, then [DONE].
+        assert openai_outcome["error"]["code"] == 503 and openai_outcome["done"]
+        assert native_messages[-3]["finish_reason"] == "cancelled"
+        assert native_messages[-2]["error"]["code"] == 503 and native_messages[-1] == "[DONE]"
         assert server.wait_exit(60) == 0, server.log()
+        statuses = [line for line in server.log().splitlines() if "route=" in line]
+        assert len(statuses) == 5 and all("status=503" in line for line in statuses), statuses
+    finally:
+        server.stop()
+
+
+def test_a_second_signal_ends_the_drain_at_once(api_models_dir: Path, tmp_path: Path) -> None:
+    server = lstm_server(api_models_dir, tmp_path, drain_timeout_s=300)
+    body = {"model": RNN_MODEL, "prompt": "To be", "stream": True, **ENDLESS}
+
+    async def scenario() -> dict:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120.0) as client:
+            started = asyncio.Event()
+            holder = asyncio.create_task(stream_completion(client, body, started))
+            await asyncio.wait_for(started.wait(), 60)
+            server.terminate()
+            await wait_not_ready(client)
+            assert not holder.done(), "the drain waits for the stream"
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGINT)
+            return await asyncio.wait_for(holder, 60)
+
+    try:
+        begun = time.monotonic()
+        outcome = asyncio.run(scenario())
+        assert server.wait_exit(60) == 0, server.log()
+        assert time.monotonic() - begun < 60, "the second signal did not cut the 300 s drain short"
+        assert outcome["error"]["code"] == 503 and outcome["done"]
+        assert "SIGINT again: ending the drain now" in server.log()
     finally:
         server.stop()
 

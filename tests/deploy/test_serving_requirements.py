@@ -77,3 +77,13 @@ def test_cli_prints_one_requirement_per_line(pyproject: dict) -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == len(pyproject["project"]["dependencies"])
     assert any(line.startswith("onnxruntime-gpu==") for line in lines)
+
+
+def test_the_proto_compiler_stays_out_of_serving_and_the_image(module: ModuleType, pyproject: dict) -> None:
+    # The generated code is committed: serving never runs protoc, so neither the image's requirements
+    # nor the folders it copies (service/, protos/) carry grpcio-tools or the generator.
+    assert "grpcio-tools" in _names(pyproject["project"]["optional-dependencies"]["dev"])
+    for provider in ("cpu", "cuda"):
+        assert "grpcio-tools" not in _names(module.serving_requirements(pyproject, provider))
+    shipped = [p for folder in ("service", "protos") for p in (REPO_ROOT / folder).rglob("*.py")]
+    assert not [p for p in shipped if "grpc_tools" in p.read_text()], "a shipped module imports grpc_tools"

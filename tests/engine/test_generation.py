@@ -13,6 +13,7 @@ import pytest
 from service.engine import (
     FinishEvent,
     GenerationRequest,
+    InvalidRequestError,
     PromptTooLongError,
     QueueFullError,
     SamplingParams,
@@ -87,7 +88,7 @@ def test_slots_are_reused_after_finish_and_after_cancel(engine):
         # Fill every slot, cancel half mid-stream, let the rest finish, then reuse all slots.
         slots = engine.stats().slots_total
         handles = [
-            engine.submit(req(prompt(20 + i, 7), max_new_tokens=200, ignore_eos=True)) for i in range(slots)
+            engine.submit(req(prompt(20 + i, 7), max_new_tokens=100, ignore_eos=True)) for i in range(slots)
         ]
         for h in handles:
             await anext(aiter(h))
@@ -193,7 +194,7 @@ def test_prompt_logprobs_do_not_depend_on_prefill_chunking(engine):
 
 def test_cancelled_request_finishes_with_cancelled(engine):
     async def go():
-        handle = engine.submit(req(prompt(12, 5), max_new_tokens=500, ignore_eos=True))
+        handle = engine.submit(req(prompt(12, 5), max_new_tokens=120, ignore_eos=True))
         events = []
         async for event in handle:
             events.append(event)
@@ -222,7 +223,7 @@ def test_full_queue_rejects_fast(tiny_model):
     engine = make_engine(tiny_model("llama"), max_slots=1, max_queue=1, warmup=False)
 
     async def go():
-        first = engine.submit(req(prompt(13, 4), max_new_tokens=400, ignore_eos=True))
+        first = engine.submit(req(prompt(13, 4), max_new_tokens=124, ignore_eos=True))
         await anext(aiter(first))  # running, holding the only slot
         second = engine.submit(req(prompt(14, 4), max_new_tokens=2))  # waits
         with pytest.raises(QueueFullError):
@@ -377,3 +378,55 @@ def test_a_non_streaming_request_gets_the_same_events_all_at_once(engine):
     result = run(unary())
     assert result.outputs[0].token_ids == streamed.outputs[0].token_ids
     assert result.outputs[0].text == streamed.outputs[0].text
+
+
+def test_prompt_and_new_tokens_must_fit_the_trained_context(engine):
+    # Transformers only: past its trained context a model's text degrades (vLLM refuses it too).
+    context = engine.context_length
+    ids = prompt(18, 8)
+
+    async def go():
+        if context is None:  # recurrent: no trained context, only the server's max_new_tokens
+            return engine.submit(req(ids, max_new_tokens=engine.max_new_tokens)).cancel()
+        with pytest.raises(InvalidRequestError) as caught:
+            engine.submit(req(ids, max_new_tokens=context - len(ids) + 1))
+        assert caught.value.field == "max_new_tokens"
+        assert f"at most {context - len(ids)}" in caught.value.rule
+        engine.submit(req(ids, max_new_tokens=context - len(ids))).cancel()
+        # A prompt that fills the context still gets the one token its last position predicts.
+        full = prompt(19, context)
+        engine.submit(req(full, max_new_tokens=1)).cancel()
+        with pytest.raises(InvalidRequestError):
+            engine.submit(req(full, max_new_tokens=2))
+
+    run(go())
+
+
+def test_a_request_that_waits_past_its_queue_time_leaves_the_queue(tiny_model):
+    engine = make_engine(
+        tiny_model("lstm"), max_slots=1, warmup=False, max_queue_time_s=30, max_new_tokens=10**6
+    )
+
+    async def go():
+        holder = engine.submit(req(prompt(21, 4), max_new_tokens=100_000, ignore_eos=True))
+        await anext(aiter(holder))  # running: the only slot is taken
+        impatient = engine.submit(
+            GenerationRequest(
+                prompt_token_ids=tuple(prompt(22, 4)), params=SamplingParams(n=1), queue_timeout=0.2
+            )
+        )
+        patient = engine.submit(req(prompt(23, 4), max_new_tokens=3))  # the engine's 30 s apply
+        timed_out = await impatient.result()
+        waiting_after = engine.stats().waiting
+        holder.cancel()
+        return timed_out, waiting_after, await patient.result()
+
+    try:
+        timed_out, waiting_after, patient = run(go())
+    finally:
+        run(engine.stop(5))
+    assert timed_out.outputs[0].finish_reason == "timeout" and timed_out.outputs[0].token_ids == []
+    assert "waited 0.2 s in the queue" in (timed_out.outputs[0].error or "")
+    assert waiting_after == 1  # only the patient one is left waiting
+    assert patient.outputs[0].finish_reason == "length" and len(patient.outputs[0].token_ids) == 3
+    assert engine.stats().slots_used == 0

@@ -7,10 +7,10 @@ def test_lowest_free_slot_is_reused_first_so_rows_stay_packed():
     slots = SlotAllocator(4)
     assert [slots.allocate() for _ in range(3)] == [0, 1, 2]
     slots.release(1)
-    assert slots.high_water == 3
-    assert slots.allocate() == 1
+    assert slots.allocate() == 1  # the hole, not slot 3
     slots.release(2)
-    assert slots.high_water == 2
+    assert slots.allocate() == 2
+    assert slots.allocate() == 3
 
 
 def test_exhausted_allocator_raises_and_double_release_is_refused():
@@ -21,7 +21,7 @@ def test_exhausted_allocator_raises_and_double_release_is_refused():
     slots.release(slot)
     with pytest.raises(ValueError):
         slots.release(slot)
-    assert (slots.used, slots.free, slots.high_water) == (0, 1, 0)
+    assert (slots.used, slots.free) == (0, 1)
 
 
 def test_compaction_moves_the_highest_used_slot_into_the_lowest_hole():
@@ -33,4 +33,5 @@ def test_compaction_moves_the_highest_used_slot_into_the_lowest_hole():
     assert slots.compaction_move() == (4, 0)
     assert slots.compaction_move() == (3, 2)
     assert slots.compaction_move() is None  # rows 0..2 used, nothing above a hole
-    assert (slots.used, slots.high_water) == (3, 3)
+    assert (slots.used, slots.free) == (3, 3)
+    assert slots.allocate() == 3  # rows 0..2 are packed: the next one goes right above them

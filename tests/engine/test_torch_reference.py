@@ -4,6 +4,8 @@ with the requests running together in one continuous batch."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -35,8 +37,13 @@ def test_greedy_tokens_equal_the_torch_reference_in_a_shared_batch(kind, tiny_mo
     assert [r.outputs[0].token_ids for r in results] == expected
 
 
-def test_a_row_that_reaches_the_end_of_its_cache_finishes_with_length(tiny_model):
-    folder = tiny_model("llama")
+def test_a_row_that_reaches_the_end_of_its_cache_finishes_with_length(tiny_model, tmp_path):
+    # The context rule (prompt + new tokens within context_length) keeps requests inside a cache as
+    # long as the context; a manifest without a context length leaves only the cache's end to stop them.
+    folder = shutil.copytree(tiny_model("llama"), tmp_path / "no-context")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["context_length"] = None
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     max_len = read_manifest(folder).onnx["kv_cache"]["max_len"]
     engine = make_engine(folder, warmup=False, max_prompt_tokens=max_len)
     ids = np.random.default_rng(3).integers(4, 40, size=max_len - 8).tolist()

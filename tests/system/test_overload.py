@@ -35,7 +35,10 @@ def test_a_burst_beyond_the_queue_is_refused_fast_and_the_admitted_requests_comp
     system_models: Models, scale: Scale, serve: Callable[..., ServerProcess], record: Callable
 ) -> None:
     slots, queue = scale.overload_slots, scale.overload_queue
-    server = serve(system_models.root, max_slots=slots, max_queue=queue, max_new_tokens=BURST_TOKENS)
+    # The queued fillers wait for whole 5,000-token generations: no queue time limit.
+    server = serve(
+        system_models.root, max_slots=slots, max_queue=queue, max_new_tokens=BURST_TOKENS, max_queue_time_s=0
+    )
     admits = slots + queue
     model = system_models.recurrent
     # Unary fillers take every slot and queue place; they send nothing per token, so the client's

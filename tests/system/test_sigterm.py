@@ -31,8 +31,13 @@ def test_sigterm_while_streams_run_drains_them_all_and_exits_zero(
     system_models: Models, scale: Scale, serve: Callable[..., ServerProcess], record: Callable
 ) -> None:
     n, tokens = scale.sigterm_streams, scale.sigterm_tokens
-    server = serve(
-        system_models.root, max_slots=n, max_queue=n, max_new_tokens=tokens, drain_timeout_s=GRACE_S
+    server = serve(  # the queued half waits for whole generations: no queue time limit
+        system_models.root,
+        max_slots=n,
+        max_queue=n,
+        max_new_tokens=tokens,
+        drain_timeout_s=GRACE_S,
+        max_queue_time_s=0,
     )
     streams = [c for c in mixed_calls(2 * n, system_models.recurrent, tokens) if c.stream]
 
