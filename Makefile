@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint train serve clean image-smoke bench soak perf
+.PHONY: venv test lint train train-ddp-smoke serve clean image-smoke bench soak perf ceiling
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ lint: $(STAMP)
 # Rebuild every default model in exported_models/ from its recipe.
 train: $(STAMP)
 	$(PY) -m training build-defaults
+
+# Data-parallel check: a tiny recipe trained 20 steps by 2 ranks under torchrun (gloo on CPU) and by
+# 1 process at the same global batch; prints both final losses, their relative difference (fails
+# above 1e-4) and each run's seconds per step. `make test` runs it too (tests/training/test_torchrun.py).
+train-ddp-smoke: $(STAMP)
+	$(PY) -m training ddp-smoke
 
 # Serve exported_models/ over REST and gRPC. A fresh machine gets a venv with the serving
 # dependencies only (no torch); override any SEQSERVE_* setting on the command line or in the
@@ -57,15 +63,26 @@ image-smoke: $(STAMP)
 
 # Engine benchmark, quick mode (< 5 min): seqserve vs genai, Optimum, transformers and ORT without a
 # KV cache on the same weights; writes bench/results/engine.{json,md} and PNG plots.
-# Full run: $(PY) -m bench.engine (see --help for --model-dir and --rnn-dir).
+# Full run: $(PY) -m bench.engine (see --help for --model-dir and --rnn-dir). Then the ceiling's
+# headline rows.
 bench: $(STAMP)
 	$(PY) -m bench.engine --quick
-	$(PY) -m bench.perf
+	$(PY) -m bench.ceiling --quick
 
-# Issue #7 performance report alone: service (REST SSE, gRPC) vs in-process engine at 1/8/32/64 streams
-# and sentiment at 64 callers vs sequential; writes bench/results/perf.{json,md} and perf_*.png.
-perf: $(STAMP)
-	$(PY) -m bench.perf
+# Ceiling benchmark: the service exactly as `make serve` starts it beside the in-process engine built
+# with the same settings, on the same workload (tiny llama fixture, shakespeare-gpt, shakespeare-lstm;
+# 1-128 streams over REST SSE, OpenAI SSE, REST unary, gRPC stream; one-token requests/s; 1,000
+# simultaneous completions against a full server); writes bench/results/ceiling.{json,md}.
+# Subsets and a tuned column beside the default: make ceiling CEILING_ARGS="--quick" or e.g.
+# CEILING_ARGS="--models shakespeare-gpt --streams 64 --tuned SEQSERVE_INTRA_OP_THREADS=1".
+CEILING_ARGS ?=
+ceiling: $(STAMP)
+	$(PY) -m bench.ceiling $(CEILING_ARGS)
+
+# The whole performance report: the ceiling benchmark, then sentiment at 64 callers vs sequential
+# (bench/results/sentiment.{json,md}).
+perf: ceiling
+	$(PY) -m bench.sentiment
 
 # Reliability soak (issue #7, docs/reliability.md): R1-R6 at full counts on exported_models/, each
 # against a real server on 127.0.0.1; figures go to bench/results/reliability/*.json.

@@ -14,47 +14,35 @@ worker.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import tempfile
 import time
 from pathlib import Path
 
-from bench.perf.runs import service_round
-from bench.reliability.loadgen import Outcome
-from bench.reliability.procstat import cpu_seconds
-from bench.server_process import ServerProcess, linked_models
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of `pid` and of its children (the workers), read from /proc."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return cpu_seconds(pid) + sum(cpu_seconds(int(child)) for child in children)
+from bench.ceiling.measure import Round
+from bench.ceiling.service_side import service_round
+from bench.ceiling.workload import Workload
+from harness.server_process import ServerProcess, linked_models
 
 
 def measure(models: Path, log: Path, workers: int, args: argparse.Namespace, model: str) -> dict[str, float]:
     """Rounds of `streams` concurrent streams until `seconds` have passed, after one warm-up round."""
     server = ServerProcess(
         models, log, workers=workers, max_slots=args.streams, max_queue=4 * args.streams, max_new_tokens=4096
-    ).start()
+    ).start_ready()
     try:
-        server.wait_ready()
-        assert server.proc is not None
+        calls = [Workload(tokens=args.tokens).call("rest", True, model) for _ in range(args.streams)]
 
-        def one_round() -> list[Outcome]:
-            return asyncio.run(
-                service_round(server.url, server.grpc_target, "rest", model, args.streams, args.tokens)
-            )
+        def one_round() -> Round:
+            return service_round(server, calls, args.streams)
 
         one_round()  # warm-up
-        tokens, start, cpu_start = 0, time.perf_counter(), tree_cpu_seconds(server.proc.pid)
+        tokens, wall, cpu, start = 0, 0.0, 0.0, time.perf_counter()
         while time.perf_counter() - start < args.seconds:
-            outcomes = one_round()
-            if not all(o.complete for o in outcomes):
-                raise RuntimeError(f"incomplete answers: {[o for o in outcomes if not o.complete][:2]}")
-            tokens += sum(o.tokens for o in outcomes)
-        wall = time.perf_counter() - start
-        cpu = tree_cpu_seconds(server.proc.pid) - cpu_start
+            measured = one_round()
+            if measured.incomplete or measured.refused or measured.server_errors:
+                raise RuntimeError(f"not every answer complete: {measured}")
+            tokens, wall, cpu = tokens + measured.tokens, wall + measured.seconds, cpu + measured.cpu_s
         return {"tokens_per_s": tokens / wall, "server_cpu_us_per_token": 1e6 * cpu / tokens}
     finally:
         if server.stop() not in (0, None):
@@ -76,7 +64,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         model_dir = args.model_dir
         if model_dir is None:
-            from tests.fixtures.tiny_models import make_tiny_model_dir  # needs torch, as bench.perf
+            from harness.tiny_models import make_tiny_model_dir  # needs torch
 
             model_dir = make_tiny_model_dir(tmp / "tiny", "llama")
         model = json.loads((model_dir / "manifest.json").read_text())["name"]

@@ -20,7 +20,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pa
     The folders are shared: treat them as read-only and copy one before tampering with it.
     """
     # Imported here so that tests which never ask for a model do not import torch.
-    from tests.fixtures.tiny_models import make_tiny_model_dir
+    from harness.tiny_models import make_tiny_model_dir
 
     made: dict[tuple[str, int], Path] = {}
 

@@ -1,13 +1,15 @@
-"""Command line: python -m training {tokenizer,train,eval,export,build-defaults}.
+"""Command line: python -m training {tokenizer,train,eval,heldout,export,build-defaults,ddp-smoke}.
 
 Export lives in training/export (ONNX graph, parity check, manifest); it is imported only by the
-commands that need it, so training and evaluation work without it.
+commands that need it, so training and evaluation work without it. `train` also runs under
+`torchrun --nproc_per_node N -m training train ...`: every rank runs this same command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,26 +49,69 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train one recipe, as one process or as one of torchrun's ranks (only rank 0 prints)."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    from training.distributed import process_group
     from training.train import train
 
     recipe = load_recipe(args.config).with_overrides(
-        max_steps=args.max_steps, max_minutes=args.max_minutes, threads=args.threads
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        threads=args.threads,
+        micro_batch_size=args.micro_batch_size,
     )
-    metrics = train(recipe, args.runs_dir, resume=args.resume, show_progress=not args.no_progress)
-    if metrics.get("interrupted"):
-        resume = f"python -m training train --config {args.config} --runs-dir {args.runs_dir} --resume"
-        print(f"stopped at step {metrics['step']}; continue with: {resume}")
-        return 130
-    print(f"{summarize(metrics)} -> {args.runs_dir / recipe.name}")
-    return 0
+
+    def run() -> int:
+        with process_group(args.device, args.peer_timeout) as ranks:
+            metrics = train(
+                recipe,
+                args.runs_dir,
+                resume=args.resume,
+                show_progress=not args.no_progress,
+                interrupt_at_step=args.stop_at_step,
+                ranks=ranks,
+            )
+        # A checkpointed stop is a success to torchrun: any other exit code reads as a failed rank.
+        stopped_code = 0 if ranks.distributed else 130
+        if not ranks.is_main:
+            return stopped_code if metrics.get("interrupted") else 0
+        if metrics.get("interrupted"):
+            resume = f"python -m training train --config {args.config} --runs-dir {args.runs_dir} --resume"
+            print(f"stopped at step {metrics['step']}; continue with: {resume}")
+            return stopped_code
+        print(f"{summarize(metrics)} -> {args.runs_dir / recipe.name}")
+        return 0
+
+    # Under torchrun, `record` hands a rank's exception to the launcher as the run's root cause.
+    return record(run)() if os.environ.get("TORCHELASTIC_RUN_ID") else run()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from training.train import evaluate_run
+    from training.evaluate import evaluate_run
 
     result = evaluate_run(args.run)
     print(json.dumps(result, indent=1))
     return 0
+
+
+def cmd_heldout(args: argparse.Namespace) -> int:
+    """Score a classifier run once on folds it was neither trained nor selected on."""
+    from training.evaluate import evaluate_heldout
+
+    result = {"run": str(args.run), "folds": args.folds, **evaluate_heldout(args.run, args.folds)}
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_ddp_smoke(args: argparse.Namespace) -> int:
+    from training.ddp_smoke import report, run_smoke
+
+    result = run_smoke(args.work_dir, ranks=args.ranks, steps=args.steps)
+    print(report(result))
+    return 0 if result.relative_difference <= args.tolerance else 1
 
 
 def export(run_dir: Path, out_dir: Path | None) -> Path:
@@ -90,28 +135,36 @@ def read_defaults(path: Path) -> list[Path]:
 
 
 def cmd_build_defaults(args: argparse.Namespace) -> int:
-    """Train every default recipe, then export each (`export = false` ones are only trained)."""
+    """Train every default recipe, then export each (`export = false` ones are only trained).
+
+    Under torchrun every rank trains and rank 0 alone exports and prints."""
+    from training.distributed import process_group
     from training.train import train
 
     summary = []
-    for recipe_path in read_defaults(args.list):
-        recipe = load_recipe(recipe_path).with_overrides(
-            max_steps=args.max_steps, max_minutes=args.max_minutes
-        )
-        metrics = train(recipe, args.runs_dir, show_progress=not args.no_progress)
-        if metrics.get("interrupted"):
-            print("interrupted; finished models are exported, the rest are not")
-            return 130
-        if not recipe.export:
-            summary.append(f"{summarize(metrics)} -> {args.runs_dir / recipe.name} (not exported)")
-            continue
-        target = export(args.runs_dir / recipe.name, args.out_dir / recipe.export_name)
-        summary.append(f"{summarize(metrics)} -> {target}")
-    print("\n".join(summary))
+    with process_group() as ranks:
+        for recipe_path in read_defaults(args.list):
+            recipe = load_recipe(recipe_path).with_overrides(
+                max_steps=args.max_steps, max_minutes=args.max_minutes
+            )
+            metrics = train(recipe, args.runs_dir, show_progress=not args.no_progress, ranks=ranks)
+            if metrics.get("interrupted"):
+                if ranks.is_main:
+                    print("interrupted; finished models are exported, the rest are not")
+                return 130
+            if not recipe.export:
+                summary.append(f"{summarize(metrics)} -> {args.runs_dir / recipe.name} (not exported)")
+            elif ranks.is_main:
+                target = export(args.runs_dir / recipe.name, args.out_dir / recipe.export_name)
+                summary.append(f"{summarize(metrics)} -> {target}")
+            ranks.wait_for_all()  # the export is rank 0's alone; the next recipe starts together
+        if ranks.is_main:
+            print("\n".join(summary))
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
+    from training.distributed import DEFAULT_PEER_TIMEOUT_S
     from training.train import DEFAULT_RUNS_DIR
 
     root = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
@@ -130,14 +183,39 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint")
     tr.add_argument("--max-minutes", type=float)
     tr.add_argument("--max-steps", type=int)
-    tr.add_argument("--threads", type=int, help="torch threads (default: recipe, env, every core)")
+    tr.add_argument(
+        "--threads", type=int, help="torch threads per rank (default: recipe, env, cores / ranks here)"
+    )
+    tr.add_argument(
+        "--micro-batch-size",
+        type=int,
+        help="most rows a rank computes at once; fewer than its share of the batch: gradient accumulation",
+    )
     tr.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR)
     tr.add_argument("--no-progress", action="store_true")
+    tr.add_argument(
+        "--stop-at-step", type=int, help="checkpoint and stop after this step, as Ctrl-C would; then --resume"
+    )
+    tr.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when present"
+    )
+    tr.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=DEFAULT_PEER_TIMEOUT_S,
+        help="under torchrun: seconds a rank waits for the others before the run is ended",
+    )
     tr.set_defaults(handler=cmd_train)
 
     ev = commands.add_parser("eval", help="print the full validation metric of a run")
     ev.add_argument("--run", type=Path, required=True)
     ev.set_defaults(handler=cmd_eval)
+
+    ho = commands.add_parser("heldout", help="score a classifier run on folds it never saw")
+    ho.add_argument("--run", type=Path, required=True)
+    ho.add_argument("--folds", required=True, help='e.g. "800-899"')
+    ho.add_argument("--out", type=Path, help="also write the result as JSON here")
+    ho.set_defaults(handler=cmd_heldout)
 
     ex = commands.add_parser("export", help="export a run to exported_models/<name>/")
     ex.add_argument("--run", type=Path, required=True)
@@ -152,6 +230,15 @@ def parser() -> argparse.ArgumentParser:
     bd.add_argument("--max-steps", type=int)
     bd.add_argument("--no-progress", action="store_true")
     bd.set_defaults(handler=cmd_build_defaults)
+
+    sm = commands.add_parser(
+        "ddp-smoke", help="train a tiny recipe with N ranks and with 1 at the same batch; compare losses"
+    )
+    sm.add_argument("--ranks", type=int, default=2)
+    sm.add_argument("--steps", type=int, default=20)
+    sm.add_argument("--tolerance", type=float, default=1e-4, help="largest relative loss difference")
+    sm.add_argument("--work-dir", type=Path, help="default: a temporary folder")
+    sm.set_defaults(handler=cmd_ddp_smoke)
     return root
 
 

@@ -1,82 +1,53 @@
-"""Evaluation metrics: validation nats per character for LMs, accuracy for classifiers.
+"""Score a finished run from its own files: the full validation metric, or held-out folds.
 
-Nats per character = total cross-entropy (nats) of the validation token stream divided by the number
-of characters of the validation text, so BPE and char models are comparable. The first token is only
-context (LMs are trained with no BOS, so nothing predicts it); every later token is scored once.
-
-Transformers are scored in non-overlapping windows of `context_length` input tokens, so the first
-prediction of each window sees a single token of context and the last sees `context_length`. This is
-the cheap, standard figure (nanoGPT's val loss); it slightly overstates the loss compared with
-sliding windows, which would cost `context_length / stride` times more. RNNs carry their state
-through the whole stream, so every token sees all the text before it.
+Early stopping picks the best weights on the run's dev folds, so the dev accuracy is optimistic.
+The polarity-v2 report figure is therefore measured once on folds (cv800-cv899) that the run never
+saw: `python -m training heldout --run runs/polarity-gpt --folds 800-899`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-RNN_EVAL_CHUNK = 1024
+from training.build import load_run_model, read_model_config
+from training.data import parse_folds
+from training.optim import configure_threads
+from training.recipe import load_recipe
+from training.tasks import make_task
+from training.tokenizer import load_tokenizer
+
+CONFIG_FILE, TOKENIZER_FILE = "config.toml", "tokenizer.json"
 
 
-@torch.no_grad()
-def transformer_stream_nats(
-    model: nn.Module, tokens: torch.Tensor, context_length: int, batch_size: int = 32
-) -> tuple[float, int]:
-    """(total nats, predicted tokens) of a 1-D token stream, in non-overlapping windows."""
-    model.eval()
-    targets_total = tokens.numel() - 1
-    full_windows = targets_total // context_length
-    nats = 0.0
-    starts = [index * context_length for index in range(full_windows)]
-    for first in range(0, len(starts), batch_size):
-        batch_starts = torch.tensor(starts[first : first + batch_size])
-        index = batch_starts.unsqueeze(1) + torch.arange(context_length + 1)
-        window = tokens[index]
-        logits = model(window[:, :-1])
-        nats += F.cross_entropy(logits.flatten(0, 1).float(), window[:, 1:].flatten(), reduction="sum").item()
-    tail_start = full_windows * context_length
-    if tail_start < targets_total:
-        window = tokens[tail_start:].unsqueeze(0)
-        logits = model(window[:, :-1])
-        nats += F.cross_entropy(logits.flatten(0, 1).float(), window[:, 1:].flatten(), reduction="sum").item()
-    return nats, targets_total
+def evaluate_run(run_dir: Path, model: nn.Module | None = None) -> dict[str, float]:
+    """Recompute the full validation metric of a finished run from its own files; `model` replaces
+    the run's weights (the export scores the float16-rounded weights it ships this way)."""
+    recipe = load_recipe(run_dir / CONFIG_FILE)
+    configure_threads(recipe.optim.threads)
+    if model is None:
+        model, model_config = load_run_model(run_dir)
+    else:  # the caller's weights: only the config is read, the run's weights stay on disk
+        model_config = read_model_config(run_dir)
+    task = make_task(recipe, load_tokenizer(run_dir / TOKENIZER_FILE), model_config)
+    return {"metric": task.metric, **task.evaluate(model, full=True)}
 
 
-@torch.no_grad()
-def rnn_stream_nats(model: nn.Module, tokens: torch.Tensor, chunk: int = RNN_EVAL_CHUNK) -> tuple[float, int]:
-    """(total nats, predicted tokens) of a 1-D token stream run through in one lane with carried state."""
-    model.eval()
-    state = None
-    nats = 0.0
-    for first in range(0, tokens.numel() - 1, chunk):
-        window = tokens[first : first + chunk + 1].unsqueeze(0)
-        logits, state = model(window[:, :-1], state)
-        nats += F.cross_entropy(logits.flatten(0, 1).float(), window[:, 1:].flatten(), reduction="sum").item()
-    return nats, tokens.numel() - 1
-
-
-def nats_per_char(total_nats: float, num_chars: int) -> float:
-    """Total cross-entropy over the text divided by its character count."""
-    if num_chars <= 0:
-        raise ValueError("cannot score an empty text")
-    return total_nats / num_chars
-
-
-@torch.no_grad()
-def classifier_accuracy(
-    model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over (input_ids, attention_mask, labels) batches."""
-    model.eval()
-    correct, loss, count = 0, 0.0, 0
-    for input_ids, attention_mask, labels in batches:
-        output = model(input_ids, attention_mask)
-        logits = output[0] if isinstance(output, tuple) else output
-        correct += int((logits.argmax(dim=-1) == labels).sum())
-        loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        count += labels.numel()
-    return correct / count, loss / count
+def evaluate_heldout(run_dir: Path, folds: str) -> dict[str, float]:
+    """Accuracy and loss of the run's best weights on `folds` of its folder corpus."""
+    recipe = load_recipe(run_dir / CONFIG_FILE)
+    if recipe.data.format != "folders":
+        raise ValueError(f"{run_dir} reads {recipe.data.format!r} data; held-out folds need a folder corpus")
+    seen = parse_folds(recipe.data.train_folds or None)
+    wanted = parse_folds(folds) or frozenset()
+    if seen is None or wanted & (seen | (parse_folds(recipe.data.dev_folds) or frozenset())):
+        raise ValueError(f"folds {folds} overlap the folds {run_dir} was trained or selected on")
+    configure_threads(recipe.optim.threads)
+    heldout = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, dev_folds=folds))
+    model, model_config = load_run_model(run_dir)
+    task = make_task(heldout, load_tokenizer(run_dir / TOKENIZER_FILE), model_config)
+    result = task.evaluate(model, full=True)
+    count = sum(len(batch[2]) for batch in task.dev_batches)  # type: ignore[attr-defined]
+    return {"heldout_accuracy": result["dev_accuracy"], "heldout_loss": result["dev_loss"], "examples": count}

@@ -10,24 +10,18 @@ from torch import nn
 from training.recipe import OptimConfig
 
 THREADS_ENV = "SEQSERVE_TORCH_THREADS"
-_NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.RMSNorm)
 
 
 def no_decay_parameters(model: nn.Module) -> set[int]:
-    """Ids of parameters that weight decay would only shrink: biases, norm gains, embeddings.
+    """Ids of parameters that weight decay would only shrink towards zero: the one rule for every model.
 
-    The model's own `no_decay_parameter_names()` is used where it exists; a rule (1-D tensors and any
-    parameter of an embedding or norm module) covers modules that do not declare one.
+    Vectors (biases, norm gains) and embedding tables are left alone; every other matrix is decayed.
+    A head tied to an embedding is that embedding's tensor, so it is left alone too.
     """
-    chosen: set[int] = set()
+    chosen = {id(param) for param in model.parameters() if param.ndim < 2}
     for module in model.modules():
-        if isinstance(module, _NO_DECAY_MODULES):
+        if isinstance(module, nn.Embedding):
             chosen.update(id(param) for param in module.parameters(recurse=False))
-        declared = getattr(module, "no_decay_parameter_names", None)
-        if callable(declared):
-            params = dict(module.named_parameters())
-            chosen.update(id(params[name]) for name in declared() if name in params)
-    chosen.update(id(param) for param in model.parameters() if param.ndim < 2)
     return chosen
 
 
@@ -51,8 +45,10 @@ def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
     )
 
 
-def configure_threads(threads: int = 0) -> int:
-    """Set torch's intra-op threads: the recipe's value, else $SEQSERVE_TORCH_THREADS, else every core."""
-    count = threads or int(os.environ.get(THREADS_ENV, "0") or 0) or os.cpu_count() or 1
+def configure_threads(threads: int = 0, processes_here: int = 1) -> int:
+    """Set torch's intra-op threads: the recipe's value, else $SEQSERVE_TORCH_THREADS, else this
+    machine's cores divided among the `processes_here` training processes (ranks) that share it."""
+    cores = os.cpu_count() or 1
+    count = threads or int(os.environ.get(THREADS_ENV, "0") or 0) or max(1, cores // max(1, processes_here))
     torch.set_num_threads(count)
     return count

@@ -54,7 +54,8 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global grad norm; 0 turns clipping off
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch: under torchrun the ranks share it, it is not per rank
+    micro_batch_size: int = 0  # most rows a rank computes at once (gradient accumulation); 0 = no limit
     max_steps: int = 5000
     max_minutes: float = 0.0  # wall-clock budget of the training loop; 0 = none
     eval_every: int = 250

@@ -157,7 +157,7 @@ def main() -> None:
 def rnn_results(args: argparse.Namespace, repeats: int) -> dict[str, Any]:
     rnn_dir, note = args.rnn_dir, "the trained default model"
     if not (rnn_dir / "manifest.json").exists():
-        from tests.fixtures.tiny_models import make_tiny_model_dir
+        from harness.tiny_models import make_tiny_model_dir
 
         rnn_dir = make_tiny_model_dir(args.work / "tiny-lstm", "lstm")
         note = "the tiny test LSTM: the trained default model was not exported yet"

@@ -22,7 +22,7 @@ def stand_in_transformer(work_dir: Path) -> tuple[Path, Path]:
     """
     import torch
 
-    from tests.fixtures.tiny_models import scale_init
+    from harness.tiny_models import scale_init
     from training.build import build_model, resolve_model_config, write_model_config
     from training.checkpoint import save_weights
     from training.export import export_run

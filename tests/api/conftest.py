@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.server_process import REPO_ROOT, ServerProcess
+from harness.server_process import REPO_ROOT, ServerProcess
 
 GEN_MODEL = "tiny-gpt2"
 RNN_MODEL = "tiny-lstm"
@@ -58,26 +58,16 @@ def api_models_dir(tiny_model_dir: Callable[..., Path], tmp_path_factory: pytest
 
 
 def start_server(models_dir: Path, log_path: Path, **env: str | int | float) -> ServerProcess:
-    server = ServerProcess(models_dir, log_path, **env).start()
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return ServerProcess(models_dir, log_path, **env).start_ready()
 
 
 @pytest.fixture(scope="session")
 def server(api_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The shared server: four slots, a long max_tokens limit (for cancellation tests), all models."""
+    """The shared server, all models, with the service's defaults but two: a long max_tokens limit
+    (for cancellation tests) and a default classifier (there are two)."""
     log = tmp_path_factory.mktemp("server") / "server.log"
     proc = start_server(
-        api_models_dir,
-        log,
-        max_slots=4,
-        max_queue=32,
-        max_new_tokens=ENDLESS["max_tokens"],
-        default_classify_model=CLF_MODEL,
+        api_models_dir, log, max_new_tokens=ENDLESS["max_tokens"], default_classify_model=CLF_MODEL
     )
     yield proc
     code = proc.stop()

@@ -11,11 +11,11 @@ import grpc
 import httpx
 import pytest
 
-from bench.server_process import ServerProcess
+from harness.metrics_reader import sample, wait_for
+from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import ENDLESS, RNN_MODEL
-from tests.api.metrics_reader import sample, wait_for
 from tests.api.sse import events
 
 ENDLESS_PB = pb.SamplingParams(max_tokens=ENDLESS["max_tokens"], ignore_eos=True, temperature=0.0)

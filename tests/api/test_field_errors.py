@@ -8,17 +8,35 @@ The expected bodies are the ones the service answered before the engine raised s
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 
-from bench.server_process import ServerProcess
+from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
-from tests.api.conftest import GEN_MODEL, RNN_MODEL
+from tests.api.conftest import GEN_MODEL, RNN_MODEL, start_server
 
-# The shared server: 4 slots; tiny-gpt2 has 71 token ids and a 128-token context.
+# This module's server: 4 slots and 32 queue places (the shared one runs the automatic defaults);
+# tiny-gpt2 has 71 token ids and a 128-token context.
+
+
+@pytest.fixture(scope="module")
+def server(api_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("field-errors") / "server.log"
+    proc = start_server(api_models_dir, log, max_slots=4, max_queue=32)
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30.0) as client:
+        yield client
+
+
 LONG = "x" * 200
 REST_CASES = [
     ("/v1/completions", {"prompt": "x", "n": 5}, "n", "at most 4 (the engine's slots)"),
@@ -90,7 +108,7 @@ def test_grpc_statuses_name_the_field_as_before(
     assert caught.value.details() == details
 
 
-# The shared server holds 4 running + 32 waiting requests per model.
+# This module's server holds 4 running + 32 waiting requests per model.
 def test_more_prompts_than_slots_and_queue_is_a_400_not_a_429(http: httpx.Client) -> None:
     refused = http.post("/v1/completions", json={"model": GEN_MODEL, "prompt": ["x"] * 37, "max_tokens": 1})
     assert refused.status_code == 400, refused.text

@@ -1,5 +1,5 @@
 """A server with an API key, JSON logs and tight limits: one slot, no queue, a 2 KiB body, 16 prompt
-tokens.
+tokens (n > slots is 400).
 
 Auth guards REST and gRPC but not the probes; a full queue is 429 with Retry-After (gRPC:
 RESOURCE_EXHAUSTED); a large body is 413; prompts over the configured limit are 400; each request
@@ -18,11 +18,11 @@ import openai
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.server_process import ServerProcess
+from harness.metrics_reader import wait_for
+from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import ENDLESS, GEN_MODEL, RNN_MODEL, copy_model, start_server
-from tests.api.metrics_reader import wait_for
 from tests.api.sse import events
 
 KEY = "test-key-123"
@@ -159,6 +159,12 @@ def test_a_prompt_over_the_configured_limit_is_400(client: httpx.Client) -> None
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == "prompt" and "16" in error["message"]
+
+
+def test_more_samples_than_slots_is_400_naming_n(client: httpx.Client) -> None:
+    response = client.post("/v1/completions", json={"model": GEN_MODEL, "prompt": "To be", "n": 2})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "n"
 
 
 def test_a_full_queue_is_429_with_retry_after_and_resource_exhausted(

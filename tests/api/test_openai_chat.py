@@ -13,11 +13,11 @@ import httpx
 import openai
 import pytest
 
-from bench.server_process import ServerProcess
+from harness.server_process import ServerProcess
+from harness.tiny_models import tiny_prompt
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import GEN_MODEL, RNN_MODEL, committed_chat_section
-from tests.fixtures.tiny_models import tiny_prompt
 
 MESSAGES = [
     {"role": "system", "content": "A garden at night."},

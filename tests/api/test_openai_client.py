@@ -8,9 +8,9 @@ import httpx
 import openai
 import pytest
 
-from bench.server_process import ServerProcess
+from harness.server_process import ServerProcess
+from harness.tiny_models import tiny_prompt
 from tests.api.conftest import BROKEN_MODEL, CLF_MODEL, GEN_MODEL, RNN_MODEL
-from tests.fixtures.tiny_models import tiny_prompt
 
 PROMPT = "To be, or not"
 

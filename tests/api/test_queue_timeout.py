@@ -14,11 +14,11 @@ import grpc
 import httpx
 import pytest
 
-from bench.server_process import ServerProcess
+from harness.metrics_reader import sample, wait_for
+from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import ENDLESS, RNN_MODEL, copy_model, start_server
-from tests.api.metrics_reader import sample, wait_for
 
 QUEUE_LIMIT_S = 4.0
 SHORT = {"model": RNN_MODEL, "prompt": "To be", "max_tokens": 2}

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.tiny_models import tiny_prompt, torch_reference_greedy
 from tests.api.conftest import GEN_MODEL, RNN_MODEL
 from tests.api.sse import collect
-from tests.fixtures.tiny_models import tiny_prompt, torch_reference_greedy
 
 PROMPT = "To be, or not"
 

@@ -13,11 +13,13 @@ import grpc
 import httpx
 import pytest
 
-from bench.server_process import ServerProcess
+from harness.metrics_reader import sample, wait_for
+from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import ENDLESS, RNN_MODEL, copy_model, start_server
-from tests.api.metrics_reader import wait_for
+
+DRAINING = "seqserve_server_draining"
 
 
 def lstm_server(api_models_dir: Path, tmp_path: Path, **env: str | int | float) -> ServerProcess:
@@ -66,21 +68,26 @@ def test_sigterm_lets_in_flight_requests_finish_and_exits_zero(api_models_dir: P
     body = {"model": RNN_MODEL, "prompt": "To be", "max_tokens": tokens, "ignore_eos": True, "temperature": 0}
     body |= {"stream": True, "stream_options": {"include_usage": True}}
 
-    async def scenario() -> tuple[list[dict], httpx.Response, httpx.Response, bool]:
+    async def scenario() -> tuple[list[dict], httpx.Response, httpx.Response, bool, list[float | None]]:
         async with httpx.AsyncClient(base_url=server.url, timeout=120.0) as client:
             started = [asyncio.Event() for _ in range(count)]
             tasks = [asyncio.create_task(stream_completion(client, body, s)) for s in started]
             await asyncio.wait_for(asyncio.gather(*(s.wait() for s in started)), 60)
+            draining = [await asyncio.to_thread(sample, metrics, DRAINING)]
             server.terminate()
             not_ready = await wait_not_ready(client)
+            draining.append(await asyncio.to_thread(sample, metrics, DRAINING))
             still_running = not all(t.done() for t in tasks)
             refused = await client.post("/v1/completions", json={"model": RNN_MODEL, "prompt": "To be"})
-            return await asyncio.wait_for(asyncio.gather(*tasks), 300), not_ready, refused, still_running
+            outcomes = await asyncio.wait_for(asyncio.gather(*tasks), 300)
+            return outcomes, not_ready, refused, still_running, draining
 
     try:
-        outcomes, not_ready, refused, still_running = asyncio.run(scenario())
+        with httpx.Client(base_url=server.url, timeout=30.0) as metrics:
+            outcomes, not_ready, refused, still_running, draining = asyncio.run(scenario())
         assert not_ready.status_code == 503 and not_ready.json()["reason"] == "draining"
         assert still_running, "the requests finished before the drain could be observed"
+        assert draining == [0, 1], "seqserve_server_draining before SIGTERM, then during the drain"
         assert refused.status_code == 503
         for outcome in outcomes:
             assert outcome == {

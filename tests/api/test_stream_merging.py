@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from bench.reliability.loadgen import _count_token_ids
+from harness.loadgen import count_token_ids
 from service.api.native import stream_messages
 from service.api.rest_support import sse
 from service.engine import FinishEvent, SamplingParams, TokenEvent, Usage
@@ -44,4 +44,4 @@ def test_one_event_is_one_message_and_the_load_generator_counts_merged_ids() -> 
     assert single["token_ids"] == [5]
     merged = stream_messages(fake_generation(), [TokenEvent(0, i, "t") for i in (5, 6, 7)], first=True)
     line = sse(merged[0]).splitlines()[0]
-    assert _count_token_ids(line) == 3 and _count_token_ids(sse(single).splitlines()[0]) == 1
+    assert count_token_ids(line) == 3 and count_token_ids(sse(single).splitlines()[0]) == 1

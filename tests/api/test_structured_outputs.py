@@ -17,12 +17,12 @@ import jsonschema
 import openai
 import pytest
 
-from bench.server_process import ServerProcess
+from harness.metrics_reader import sample
+from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from service.api.schemas import CompletionBody, SamplingOptions
 from tests.api.conftest import GEN_MODEL, RNN_MODEL
-from tests.api.metrics_reader import sample
 
 TIMEOUT = 30.0
 PROMPT = "To be, or not"

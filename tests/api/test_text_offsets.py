@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.server_process import REPO_ROOT, ServerProcess, linked_models
+from harness.server_process import REPO_ROOT, ServerProcess, linked_models
 from tests.api.conftest import start_server
 
 MODEL = "shakespeare-gpt"

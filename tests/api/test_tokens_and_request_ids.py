@@ -10,12 +10,12 @@ import httpx
 import openai
 import pytest
 
-from bench.server_process import ServerProcess
+from harness.server_process import ServerProcess
+from harness.tiny_models import tiny_prompt
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import CLF_MODEL, GEN_MODEL, RNN_MODEL
 from tests.api.sse import events
-from tests.fixtures.tiny_models import tiny_prompt
 
 TEXT = "To be, or not to be, that is the question:\n"
 MESSAGES = [{"role": "user", "content": "To be?"}]

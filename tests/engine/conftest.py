@@ -41,7 +41,7 @@ def bpe_tokenizer() -> Tokenizer:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """`tiny_model(kind)`: the exporter's tiny seeded model of that kind, exported once per session
     (each export runs torch parity checks, the slowest part of these tests)."""
-    from tests.fixtures.tiny_models import make_tiny_model_dir
+    from harness.tiny_models import make_tiny_model_dir
 
     made: dict[str, Path] = {}
 

@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 import pytest
 
+from harness.tiny_models import load_tiny_torch_model
 from service.engine import load_classifier
 from service.settings import Settings
-from tests.fixtures.tiny_models import load_tiny_torch_model
 from training.export.torch_reference import classifier_probabilities
 
 TEXTS = ["To be, or not to be", "All the world's a stage", "a", "Or to take arms against a sea of troubles."]

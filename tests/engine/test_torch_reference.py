@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
+from harness.tiny_models import load_tiny_torch_model, torch_reference_greedy
 from service.engine import read_manifest
 from tests.engine.engine_helpers import make_engine, request, run
-from tests.fixtures.tiny_models import load_tiny_torch_model, torch_reference_greedy
 
 NEW_TOKENS = 20
 

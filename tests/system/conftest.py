@@ -1,4 +1,4 @@
-"""System scenarios (issue #7): real `python -m service` processes driven by bench.reliability.loadgen.
+"""System scenarios (issue #7): real `python -m service` processes driven by harness.loadgen.
 
 `make test` runs them small, on tiny seeded models; `make soak` (SEQSERVE_SOAK=1) runs the full
 counts on the real models of exported_models/. One switch, the same code.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.server_process import REPO_ROOT, ServerProcess
+from harness.server_process import REPO_ROOT, ServerProcess
 from tests.api.conftest import committed_chat_section, copy_model, start_server
 
 SOAK = os.environ.get("SEQSERVE_SOAK") == "1"
@@ -24,8 +24,9 @@ SOAK = os.environ.get("SEQSERVE_SOAK") == "1"
 class Scale:
     """Counts per scenario; the soak values are the issue's."""
 
-    load_requests: int
-    load_chunk: int  # RSS is read after every chunk; growth is last chunk vs first
+    load_warmup: int  # requests before the first RSS reading: pools and caches fill, no leak
+    load_requests: int  # measured after the warm-up; RSS is read after every chunk
+    load_chunk: int
     load_concurrency: int
     load_tokens: int
     overload_slots: int
@@ -37,8 +38,8 @@ class Scale:
     grpc_fuzz_cases: int
 
 
-FAST = Scale(400, 100, 64, 8, 4, 8, 24, 8, 64, 8, 60)
-FULL = Scale(5000, 1000, 64, 12, 8, 24, 100, 32, 256, 60, 600)
+FAST = Scale(2000, 4000, 500, 64, 4, 4, 8, 24, 8, 64, 8, 60)
+FULL = Scale(2000, 5000, 500, 64, 12, 8, 24, 100, 32, 256, 60, 600)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import httpx
 
-from bench.reliability.loadgen import Call, Clients, drive, mixed_calls
-from bench.server_process import ServerProcess
-from tests.api.metrics_reader import sample, wait_for
+from harness.loadgen import Call, Clients, drive, mixed_calls
+from harness.metrics_reader import sample, wait_for
+from harness.server_process import ServerProcess
 from tests.system.conftest import Models, Scale
 
 # Far more than a client reads before it hangs up (1-5 tokens), so that no stream can end before
@@ -25,7 +25,7 @@ def test_streaming_clients_that_hang_up_free_every_slot_and_the_server_keeps_ser
 ) -> None:
     # Recurrent: a Transformer may not be asked for more tokens than its context holds.
     model = system_models.recurrent
-    server = serve(system_models.root, max_slots=16, max_queue=64, max_new_tokens=STREAM_TOKENS)
+    server = serve(system_models.root, max_new_tokens=STREAM_TOKENS)  # otherwise the defaults
     protocols = ("rest", "grpc")
     leavers = [
         Call(protocols[i % 2], True, model, "To be, or not", STREAM_TOKENS, hang_up_after=1 + i % 5)

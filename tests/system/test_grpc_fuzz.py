@@ -10,7 +10,7 @@ from collections.abc import Callable
 import grpc
 import httpx
 
-from bench.server_process import ServerProcess
+from harness.server_process import ServerProcess
 from tests.system.conftest import Models, Scale
 from tests.system.grpc_cases import Case, CaseMaker
 

@@ -15,12 +15,12 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.reliability.loadgen import Call, Clients, Protocol, drive
-from bench.server_process import ServerProcess
+from harness.loadgen import Call, Clients, Protocol, drive
+from harness.metrics_reader import sample
+from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import copy_model
-from tests.api.metrics_reader import sample
 from tests.system.conftest import Models
 
 CORRUPT, WRONG_HASH = "corrupt-graph", "wrong-hash"

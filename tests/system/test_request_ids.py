@@ -10,7 +10,7 @@ import grpc
 import httpx
 import pytest
 
-from bench.server_process import ServerProcess
+from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.system.conftest import Models

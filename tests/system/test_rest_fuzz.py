@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.server_process import ServerProcess
+from harness.server_process import ServerProcess
 from tests.system.conftest import SOAK, Models, Scale
 from tests.system.fuzz_checks import QUEUE_TIMEOUT_MARK
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import httpx
 
-from bench.reliability.loadgen import Clients, Outcome, drive, mixed_calls
-from bench.server_process import ServerProcess
+from harness.loadgen import Clients, Outcome, drive, mixed_calls
+from harness.server_process import ServerProcess
 from tests.system.conftest import Models, Scale
 
 GRACE_S = 60.0

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tests.fixtures.tiny_models import build_tiny_model
+from harness.tiny_models import build_tiny_model
 from training.export.onnx_classifier import build_rnn_classifier, build_transformer_classifier
 from training.export.ort_decoder import make_session
 from training.export.parity import TOLERANCE, check_classifier, padded_batch

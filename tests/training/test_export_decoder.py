@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from tests.fixtures.tiny_models import build_tiny_model
+from harness.tiny_models import build_tiny_model
 from training.export.onnx_decoder import build_decoder, default_max_cache_len
 from training.export.ort_decoder import InPlaceDecoder, make_session
 from training.export.parity import TOLERANCE, ParityError, check_decoder

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures.tiny_models import build_tiny_model, make_tiny_run, tiny_prompt
+from harness.tiny_models import build_tiny_model, make_tiny_run, tiny_prompt
 from training.build import load_run_model
 from training.export.hf import export_hf
 from training.export.parity import TOLERANCE

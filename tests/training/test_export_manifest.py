@@ -12,9 +12,9 @@ import onnx
 import onnxruntime
 import pytest
 
+from harness.tiny_models import make_tiny_run
 from service.engine.manifest import read_manifest
 from tests.conftest import REPO_ROOT
-from tests.fixtures.tiny_models import make_tiny_run
 from training.export import ParityError, export_run, parity
 from training.recipe import ChatConfig, load_recipe, recipe_to_toml
 

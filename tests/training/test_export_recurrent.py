@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures.tiny_models import build_tiny_model
+from harness.tiny_models import build_tiny_model
 from training.export.onnx_recurrent import build_recurrent_lm
 from training.export.ort_decoder import make_session
 from training.export.parity import TOLERANCE, ParityError, check_recurrent, run_recurrent

@@ -8,7 +8,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.fixtures.tiny_models import build_tiny_model
+from harness.tiny_models import build_tiny_model
 from training.export.half_storage import round_weights_to_float16, store_weights_as_float16
 from training.export.onnx_classifier import build_rnn_classifier, build_transformer_classifier
 from training.export.ort_decoder import make_session

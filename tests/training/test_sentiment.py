@@ -11,15 +11,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.fixtures.tiny_models import TRAINABLE_LLAMA_LM
+from harness.tiny_models import TRAINABLE_LLAMA_LM
 from training.__main__ import DEFAULTS_LIST, read_defaults
 from training.build import build_model, load_run_model, resolve_model_config
 from training.data import load_lm_corpus, parse_folds
+from training.evaluate import evaluate_heldout
 from training.export import export_run
 from training.export.onnx_classifier import build_rnn_classifier, build_transformer_classifier
 from training.export.ort_decoder import make_session
 from training.export.parity import TOLERANCE, check_classifier
-from training.heldout import evaluate_heldout
 from training.long_documents import truncate
 from training.models.rnn import RNNClassifier, RNNClassifierConfig
 from training.recipe import DataConfig, Recipe, load_recipe, recipe_from_dict

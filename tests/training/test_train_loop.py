@@ -13,16 +13,17 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tests.fixtures.tiny_models import MODEL_SECTIONS, TRAINABLE_LLAMA_LM
+from harness.tiny_models import MODEL_SECTIONS, TRAINABLE_LLAMA_LM
 from training.__main__ import main, read_defaults
 from training.build import build_model, load_run_model, resolve_model_config
-from training.evaluate import rnn_stream_nats, transformer_stream_nats
+from training.evaluate import evaluate_run
+from training.metrics import rnn_stream_nats, transformer_stream_nats
 from training.optim import no_decay_parameters
 from training.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_toml
 from training.schedule import StepBudget, lr_at
 from training.tasks import RecurrentLMTask, TransformerLMTask
 from training.tasks.classification import auxiliary_lm_loss
-from training.train import evaluate_run, train
+from training.train import train
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 30
 TINY_GPT = TRAINABLE_LLAMA_LM
@@ -126,10 +127,10 @@ def test_tbptt_lanes_are_contiguous_and_the_state_is_carried_detached() -> None:
     second_inputs, _ = task.next_chunk()
     assert torch.equal(second_inputs[:, 0], task.lanes[:, 5])  # the next chunk follows on in each lane
     task.position = 0
-    task.train_loss(model)
+    task.part_loss(model, task.next_parts()[0])
     carried = task.state
     assert carried is not None and not any(s.requires_grad for s in carried)
-    carried_loss = task.train_loss(model)
+    carried_loss = task.part_loss(model, task.next_parts()[0])
     inputs, targets = task.lanes[:, 5:10], task.lanes[:, 6:11]
     zero_state_loss = nn.functional.cross_entropy(model(inputs)[0].flatten(0, 1), targets.flatten())
     assert carried_loss.item() != pytest.approx(zero_state_loss.item(), abs=1e-6)

@@ -83,7 +83,7 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
     With `export_weights = "float16"` the weights are rounded first and the validation metric is
     computed again on the rounded weights, so the manifest scores exactly what is shipped.
     """
-    from training.train import evaluate_run
+    from training.evaluate import evaluate_run
 
     run_dir = Path(run_dir)
     recipe = load_recipe(run_dir / "config.toml")

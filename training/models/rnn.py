@@ -6,7 +6,7 @@ recurrent edges (Zaremba et al., 2014); the exporter relies on the `layers.{i}` 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -30,9 +30,6 @@ class RNNConfig:
     num_layers: int = 2
     dropout: float = 0.2
     tie_weights: bool = False
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def make_layers(
@@ -68,12 +65,6 @@ class RNNLM(nn.Module):
     @property
     def has_cell_state(self) -> bool:
         return self.config.cell == "lstm"
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def no_decay_parameter_names(self) -> set[str]:
-        return {name for name, p in self.named_parameters() if p.ndim < 2 or name.startswith("embedding")}
 
     def init_state(self, batch: int, device: torch.device | str = "cpu") -> State:
         """Zero state: (h,) or (h, c), each [num_layers, batch, hidden]."""
@@ -123,9 +114,6 @@ class RNNClassifierConfig:
     pooling: Pooling = "max"
     num_labels: int = 2
 
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
 
 class RNNClassifier(nn.Module):
     """Embedding → stacked (bi)RNN → masked pooling → dropout → linear head.
@@ -151,12 +139,6 @@ class RNNClassifier(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         width = config.hidden_size * (2 if config.bidirectional else 1)
         self.head = nn.Linear(width, config.num_labels)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def no_decay_parameter_names(self) -> set[str]:
-        return {name for name, p in self.named_parameters() if p.ndim < 2 or name.startswith("embedding")}
 
     def _run(self, layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(layers):

@@ -7,7 +7,7 @@ exporter both read this module's state_dict, so rename nothing without updating 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -49,9 +49,6 @@ class TransformerConfig:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         return replace(cls(**PRESETS[preset]), **overrides)
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -212,18 +209,6 @@ class TransformerLM(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def num_parameters(self) -> int:
-        """Unique trainable parameters (a tied head counts once)."""
-        return sum(p.numel() for p in self.parameters())
-
-    def no_decay_parameter_names(self) -> set[str]:
-        """Biases, norm gains and embeddings: weight decay would only shrink them towards zero."""
-        names = set()
-        for name, param in self.named_parameters():
-            if param.ndim < 2 or "emb" in name:
-                names.add(name)
-        return names
-
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Final-normed activations [B, T, d]: what the LM head and a classifier head read."""
         length = input_ids.shape[1]
@@ -258,10 +243,6 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Linear(lm.config.d_model, num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-
-    def no_decay_parameter_names(self) -> set[str]:
-        names = {f"lm.{n}" for n in self.lm.no_decay_parameter_names()}
-        return names | {"head.bias"}
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor

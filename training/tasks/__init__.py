@@ -8,6 +8,7 @@ import torch
 from tokenizers import Tokenizer
 
 from training.data import load_classification_corpus, load_lm_corpus
+from training.distributed import Ranks
 from training.long_documents import TRUNCATIONS, truncate
 from training.recipe import Recipe
 from training.tasks.base import Task, improved
@@ -47,9 +48,15 @@ def _stream(tokenizer: Tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(encode(tokenizer, text), dtype=torch.long)
 
 
-def make_task(recipe: Recipe, tokenizer: Tokenizer, model_config: dict[str, Any]) -> Task:
-    """Read the recipe's data, tokenize it, and wrap it in the task its model kind trains on."""
+def make_task(
+    recipe: Recipe, tokenizer: Tokenizer, model_config: dict[str, Any], ranks: Ranks | None = None
+) -> Task:
+    """Read the recipe's data, tokenize it, and wrap it in the task its model kind trains on.
+
+    Every rank reads and tokenizes the whole corpus (as with a DistributedSampler over a map-style
+    data set) and then trains on its share of each global batch only."""
     kind, optim, task = recipe.kind, recipe.optim, recipe.task
+    sharing = {"ranks": ranks or Ranks(), "micro_batch_size": optim.micro_batch_size}
     if kind in ("transformer_lm", "rnn_lm"):
         corpus = load_lm_corpus(recipe.data)
         val_tokens = _stream(tokenizer, corpus.val)
@@ -65,6 +72,7 @@ def make_task(recipe: Recipe, tokenizer: Tokenizer, model_config: dict[str, Any]
                 subset_chars=subset_chars,
                 eval_batch_size=task.eval_batch_size,
                 **common,
+                **sharing,
             )
         return RecurrentLMTask(
             train_tokens=_stream(tokenizer, corpus.train),
@@ -72,6 +80,7 @@ def make_task(recipe: Recipe, tokenizer: Tokenizer, model_config: dict[str, Any]
             bptt=task.bptt,
             subset_chars=subset_chars,
             **common,
+            **sharing,
         )
     if task.truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, not {task.truncation!r}")
@@ -98,4 +107,5 @@ def make_task(recipe: Recipe, tokenizer: Tokenizer, model_config: dict[str, Any]
         aux_lm_weight=task.aux_lm_weight if kind == "transformer_classifier" else None,
         eval_batch_size=task.eval_batch_size,
         length_buckets=task.length_buckets,
+        **sharing,
     )

@@ -2,6 +2,10 @@
 
 The loop knows nothing about windows, TBPTT lanes or padding; a task object does. That is how a
 language model and a classifier share every line of the optimisation, checkpoint and budget code.
+
+A task draws the recipe's whole (global) batch identically on every rank and hands the loop only
+this rank's micro-batches of it (training/distributed.py); each micro-batch's loss is its share of
+the global batch's mean loss, so the shares of all ranks and micro-batches add up to that mean.
 """
 
 from __future__ import annotations
@@ -18,13 +22,20 @@ class Task(Protocol):
     metric: str  # the headline metric in metrics.json: "val_nats_per_char" or "dev_accuracy"
     higher_is_better: bool
     early_stopping: bool  # stop after `patience` evals without improvement (classifiers)
+    every_parameter_trained: bool  # False when the loss leaves some parameter without a gradient
 
-    def train_loss(self, model: nn.Module) -> torch.Tensor:
-        """Draw the next training batch and return its scalar loss (graph attached)."""
+    def next_parts(self) -> list[Any]:
+        """Draw the next global batch; return this rank's micro-batches of it."""
+        ...
+
+    def part_loss(self, model: nn.Module, part: Any) -> torch.Tensor:
+        """The micro-batch's share of the global batch's mean loss (graph attached)."""
         ...
 
     def evaluate(self, model: nn.Module, full: bool) -> dict[str, float]:
-        """Metrics including `self.metric`; `full=False` may use a fixed subset to be quick."""
+        """Metrics including `self.metric`, the same on every rank; `full=False` may use a subset.
+
+        Under data parallelism every rank must call it (the ranks add up their parts)."""
         ...
 
     def data_summary(self) -> dict[str, int]:
@@ -32,7 +43,8 @@ class Task(Protocol):
         ...
 
     def state_dict(self) -> dict[str, Any]:
-        """Position in the data and any carried state (tensors allowed), for bit-identical resume."""
+        """Position in the data and any carried state, independent of the number of ranks, for
+        bit-identical resume with as many ranks or any other number. Every rank must call it."""
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...

@@ -3,6 +3,11 @@
 For the Transformer classifier the loss is GPT-1's L = L_cls + λ·L_lm, with the auxiliary LM loss
 taken over real tokens only (a target counts when it is not padding). RNN classifiers return class
 logits only, and λ is ignored.
+
+Under data parallelism each epoch's order comes from (seed, epoch) on every rank alike, as in
+DistributedSampler; rank r pads and trains on its share of each global batch only. Both loss terms
+are divided by the global batch's counts (examples, real LM targets), which every rank can compute
+from the shared order, so the ranks' shares add up to the single-process loss exactly.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.evaluate import classifier_accuracy
+from training.distributed import Ranks
+from training.metrics import classifier_sums, module_device
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -31,11 +37,13 @@ def pad_batch(sequences: Sequence[Sequence[int]], labels: Sequence[int], pad_id:
 
 
 def auxiliary_lm_loss(
-    lm_logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    lm_logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, reduction: str = "mean"
 ) -> torch.Tensor:
-    """Mean next-token cross-entropy over positions whose target is a real token."""
+    """Next-token cross-entropy (mean or sum) over positions whose target is a real token."""
     targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-    return F.cross_entropy(lm_logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
+    return F.cross_entropy(
+        lm_logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100, reduction=reduction
+    )
 
 
 def bucket_by_length(
@@ -76,6 +84,8 @@ class ClassificationTask:
         aux_lm_weight: float | None = None,
         eval_batch_size: int = 32,
         length_buckets: int = 0,
+        ranks: Ranks | None = None,
+        micro_batch_size: int = 0,
     ) -> None:
         if not train_ids or not dev_ids:
             raise ValueError("a classification task needs training and dev examples")
@@ -83,6 +93,10 @@ class ClassificationTask:
             raise ValueError("every example needs at least one token")
         self.train_ids, self.train_labels = list(train_ids), list(train_labels)
         self.batch_size = min(batch_size, len(self.train_ids))
+        self.ranks = ranks or Ranks()
+        self.ranks.check_can_share(self.batch_size, "examples")
+        self.parts = self.ranks.rows(self.batch_size, micro_batch_size)
+        self.every_parameter_trained = not (aux_lm_weight is not None and aux_lm_weight == 0)
         self.pad_id = pad_id
         self.seed = seed
         self.aux_lm_weight = aux_lm_weight
@@ -107,31 +121,49 @@ class ClassificationTask:
         lengths = [len(ids) for ids in self.train_ids]
         return bucket_by_length(order, lengths, self.batch_size, self.length_buckets, generator)
 
-    def next_batch(self) -> Batch:
-        """The next full batch of the epoch; a remainder too small for a batch rolls to the next epoch."""
+    def next_indices(self) -> list[int]:
+        """The next full global batch of the epoch; a remainder too small for a batch is dropped and
+        the next epoch begins (every rank steps through the same order)."""
         if self.cursor + self.batch_size > len(self.order):
             self.epoch, self.cursor = self.epoch + 1, 0
             self.order = self._epoch_order()
         chosen = self.order[self.cursor : self.cursor + self.batch_size]
         self.cursor += self.batch_size
-        return pad_batch(
-            [self.train_ids[i] for i in chosen], [self.train_labels[i] for i in chosen], self.pad_id
-        )
+        return chosen
 
-    def train_loss(self, model: nn.Module) -> torch.Tensor:
-        input_ids, attention_mask, labels = self.next_batch()
+    def next_parts(self) -> list[tuple[Batch, int]]:
+        """This rank's padded micro-batches of the next global batch, with the global batch's count
+        of real LM targets (the auxiliary loss is a mean over them)."""
+        chosen = self.next_indices()
+        lm_targets = sum(len(self.train_ids[index]) - 1 for index in chosen)
+        return [
+            (
+                pad_batch(
+                    [self.train_ids[i] for i in chosen[rows.start : rows.stop]],
+                    [self.train_labels[i] for i in chosen[rows.start : rows.stop]],
+                    self.pad_id,
+                ),
+                lm_targets,
+            )
+            for rows in self.parts
+        ]
+
+    def part_loss(self, model: nn.Module, part: tuple[Batch, int]) -> torch.Tensor:
+        batch, lm_targets = part
+        device = module_device(model)
+        input_ids, attention_mask, labels = (tensor.to(device) for tensor in batch)
         output = model(input_ids, attention_mask)
-        if not isinstance(output, tuple):
-            return F.cross_entropy(output, labels)
-        class_logits, lm_logits = output
-        loss = F.cross_entropy(class_logits, labels)
-        if self.aux_lm_weight:
-            loss = loss + self.aux_lm_weight * auxiliary_lm_loss(lm_logits, input_ids, attention_mask)
+        class_logits = output[0] if isinstance(output, tuple) else output
+        loss = F.cross_entropy(class_logits, labels, reduction="sum") / self.batch_size
+        if isinstance(output, tuple) and self.aux_lm_weight and lm_targets:
+            lm_nats = auxiliary_lm_loss(output[1], input_ids, attention_mask, reduction="sum")
+            loss = loss + self.aux_lm_weight * lm_nats / lm_targets
         return loss
 
     def evaluate(self, model: nn.Module, full: bool) -> dict[str, float]:
-        accuracy, loss = classifier_accuracy(model, self.dev_batches)
-        return {self.metric: accuracy, "dev_loss": loss}
+        part = (self.ranks.rank, self.ranks.world_size)
+        correct, loss, count = self.ranks.sum(classifier_sums(model, self.dev_batches, part))
+        return {self.metric: correct / count, "dev_loss": loss / count}
 
     def data_summary(self) -> dict[str, int]:
         return {"train_examples": len(self.train_ids), "dev_examples": self.dev_size}

@@ -1,6 +1,9 @@
 """`python -m service` as a real subprocess on free 127.0.0.1 ports, for the API and system tests and
 the benchmarks.
 
+The server runs with the service's own defaults: only the ports and the models dir are set here, plus
+the SEQSERVE_* settings a caller names. Tests and benchmarks thus run what `make serve` runs.
+
 Start-up is awaited by polling /readyz against a deadline (there is no event a client could await);
 every HTTP call made here has a timeout, and `stop()` always reaps the process.
 """
@@ -39,16 +42,21 @@ def free_ports(count: int) -> list[int]:
 def linked_models(root: Path, models: dict[str, Path]) -> Path:
     """A models folder under `root` whose entries link to existing model folders (nothing copied)."""
     folder = root / "models"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for name, directory in models.items():
         (folder / name).symlink_to(directory.resolve())
     return folder
 
 
 class ServerProcess:
-    """One service process; `env` holds SEQSERVE_* overrides (models dir, limits, key...)."""
+    """One service process; `env` holds SEQSERVE_* overrides (limits, key...) by setting name.
 
-    def __init__(self, models_dir: Path, log_path: Path, **env: str | int | float) -> None:
+    `module` is what `python -m` runs: `service`, or a wrapper such as harness.leaky_service.
+    """
+
+    def __init__(
+        self, models_dir: Path, log_path: Path, module: str = "service", **env: str | int | float
+    ) -> None:
         self.http_port, self.grpc_port = free_ports(2)
         self.log_path = log_path
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}  # hermetic
@@ -59,10 +67,9 @@ class ServerProcess:
             "SEQSERVE_HTTP_PORT": str(self.http_port),
             "SEQSERVE_GRPC_HOST": "127.0.0.1",
             "SEQSERVE_GRPC_PORT": str(self.grpc_port),
-            "SEQSERVE_INTRA_OP_THREADS": "1",
-            "SEQSERVE_DRAIN_TIMEOUT_S": "10",
             **{f"SEQSERVE_{k.upper()}": str(v) for k, v in env.items()},
         }
+        self.module = module
         self.proc: subprocess.Popen[bytes] | None = None
         self.workers = int(self.env.get("SEQSERVE_WORKERS", "1"))
 
@@ -77,13 +84,23 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service"],
+            [sys.executable, "-m", self.module],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         log.close()
+        return self
+
+    def start_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> ServerProcess:
+        """Start and wait for readiness; a server that never gets ready is stopped, not left behind."""
+        self.start()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
@@ -129,6 +146,11 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(10)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,5 +1,6 @@
-"""An asyncio load generator for `python -m service`: native generation over REST and gRPC, unary and
-streaming, with per-request outcome and timings (TTFT, inter-token gaps, end to end).
+"""An asyncio load generator for `python -m service`: native generation over REST and gRPC and OpenAI
+completions, unary and streaming, with per-request outcome and timings (TTFT, inter-token gaps, end
+to end).
 
 Our own client rather than k6/locust: it speaks gRPC streaming and SSE in one process, records token
 timings, and every call carries a timeout so a scenario always ends by itself.
@@ -20,7 +21,8 @@ import grpc
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 
-Protocol = Literal["rest", "grpc"]
+# rest: native /v1/generate (SSE when streamed); openai: /v1/completions (SSE when streamed); grpc.
+Protocol = Literal["rest", "openai", "grpc"]
 COMPLETE_FINISHES = ("length", "stop")
 GRPC_FINISH = {pb.FINISH_REASON_LENGTH: "length", pb.FINISH_REASON_STOP: "stop"}
 
@@ -36,6 +38,8 @@ class Call:
     max_tokens: int
     # Hang up (close the stream / cancel the call) after this many tokens: a client that goes away.
     hang_up_after: int | None = None
+    temperature: float = 0.8
+    seed: int = 1
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Outcome:
     gaps_s: list[float] = field(default_factory=list)
     error: str = ""
     retries: int = 0
+    retry_after: str | None = None  # the Retry-After header of a REST refusal
 
     @property
     def server_error(self) -> bool:
@@ -111,6 +116,8 @@ class Clients:
             try:
                 if call.protocol == "rest":
                     await self._rest(call, outcome, start)
+                elif call.protocol == "openai":
+                    await self._openai(call, outcome, start)
                 else:
                     await self._grpc(call, outcome, start)
             except grpc.aio.AioRpcError as e:
@@ -133,11 +140,17 @@ class Clients:
             "model": call.model,
             "prompt": call.prompt,
             "stream": call.stream,
-            "params": {"max_tokens": call.max_tokens, "ignore_eos": True, "temperature": 0.8, "seed": 1},
+            "params": {
+                "max_tokens": call.max_tokens,
+                "ignore_eos": True,
+                "temperature": call.temperature,
+                "seed": call.seed,
+            },
         }
         if not call.stream:
             async with self.http.post("/v1/generate", json=body) as response:
                 out.status = response.status
+                out.retry_after = response.headers.get("retry-after")
                 if response.status == 200:
                     (comp,) = (await response.json())["completions"]
                     out.tokens = len(comp["token_ids"])
@@ -149,6 +162,7 @@ class Clients:
         finish, done, last = None, False, start
         async with self.http.post("/v1/generate", json=body) as response:
             out.status = response.status
+            out.retry_after = response.headers.get("retry-after")
             if response.status != 200:
                 await response.read()
                 return
@@ -163,14 +177,54 @@ class Clients:
                 if b'"finish_reason"' in line:
                     finish = json.loads(line[6:])["finish_reason"]
                 elif b'"token_ids"' in line:
-                    last = self._tokens(out, start, last, _count_token_ids(line))
+                    last = self._tokens(out, start, last, count_token_ids(line))
                     if call.hang_up_after is not None and out.tokens >= call.hang_up_after:
                         out.status = "hung_up"
                         return  # leaving the `async with` unread closes the connection mid-stream
         out.complete = done and finish in COMPLETE_FINISHES and out.tokens == call.max_tokens
 
+    async def _openai(self, call: Call, out: Outcome, start: float) -> None:
+        body = {
+            "model": call.model,
+            "prompt": call.prompt,
+            "stream": call.stream,
+            "max_tokens": call.max_tokens,
+            "ignore_eos": True,
+            "temperature": call.temperature,
+            "seed": call.seed,
+        }
+        async with self.http.post("/v1/completions", json=body) as response:
+            out.status = response.status
+            out.retry_after = response.headers.get("retry-after")
+            if response.status != 200:
+                await response.read()
+                return
+            if not call.stream:
+                answer = await response.json()
+                (choice,) = answer["choices"]
+                out.tokens = answer["usage"]["completion_tokens"]
+                finished = choice["finish_reason"] in COMPLETE_FINISHES
+                out.complete = finished and out.tokens == call.max_tokens
+                return
+            finish, done, last = None, False, start
+            async for line in response.content:
+                if not line.startswith(b"data: "):
+                    continue
+                if line.startswith(b"data: [DONE]"):
+                    done = True
+                elif b'"finish_reason":null' in line:  # one chunk per token (the finish has its own)
+                    last = self._tokens(out, start, last, 1)
+                    if call.hang_up_after is not None and out.tokens >= call.hang_up_after:
+                        out.status = "hung_up"
+                        return
+                elif b'"finish_reason"' in line:
+                    finish = json.loads(line[6:])["choices"][0]["finish_reason"]
+        out.complete = done and finish in COMPLETE_FINISHES and out.tokens == call.max_tokens
+
     async def _grpc(self, call: Call, out: Outcome, start: float) -> None:
-        params = pb.SamplingParams(max_tokens=call.max_tokens, ignore_eos=True, temperature=0.8, seed=1)
+        params = pb.SamplingParams(
+            max_tokens=call.max_tokens, ignore_eos=True, temperature=call.temperature, seed=call.seed
+        )
         request = pb.GenerateRequest(model=call.model, prompt=call.prompt, params=params)
         if not call.stream:
             reply = await self.stub.Generate(request, timeout=self.timeout_s)
@@ -207,7 +261,7 @@ class Clients:
         return now
 
 
-def _count_token_ids(line: bytes) -> int:
+def count_token_ids(line: bytes) -> int:
     """How many ids a streamed message's `"token_ids":[...]` holds, without parsing the JSON."""
     start = line.index(b'"token_ids":[') + len(b'"token_ids":[')
     end = line.index(b"]", start)

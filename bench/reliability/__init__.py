@@ -1,1 +1,0 @@
-"""Reliability load generator and process probes shared by tests/system and bench/perf."""

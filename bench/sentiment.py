@@ -1,0 +1,130 @@
+"""Sentiment through the service: one-text requests from 64 concurrent callers vs sequential calls
+(the dynamic batcher's gain), against `python -m service` with its defaults.
+
+    python -m bench.sentiment [--requests 2000] [--concurrency 64]
+
+Uses exported_models/sst2-gpt (or sst2-lstm) when exported, else the tiny seeded classifier fixture
+(needs torch). Writes bench/results/sentiment.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from harness.loadgen import percentile
+from harness.server_process import REPO_ROOT, ServerProcess, linked_models
+
+RESULTS = REPO_ROOT / "bench" / "results"
+TEXTS = ("a gorgeous, witty, seductive movie", "a tedious mess", "it is what it is", "not bad at all")
+
+
+def classifier_dir(work: Path) -> tuple[Path, str]:
+    """A real sst2 export if there is one, else the tiny seeded transformer classifier."""
+    for name in ("sst2-gpt", "sst2-lstm"):
+        if (REPO_ROOT / "exported_models" / name / "manifest.json").exists():
+            return REPO_ROOT / "exported_models" / name, f"{name} (exported_models)"
+    from harness.tiny_models import make_tiny_model_dir
+
+    return make_tiny_model_dir(work / "tiny-clf", "transformer_classifier"), "tiny classifier fixture"
+
+
+async def calls(url: str, model: str, requests: int, concurrency: int) -> tuple[float, list[float]]:
+    """(requests/s, per-request seconds) for `requests` one-text calls from `concurrency` callers."""
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency + 4)
+    timeout = aiohttp.ClientTimeout(total=60.0)
+    async with aiohttp.ClientSession(base_url=url, connector=connector, timeout=timeout) as client:
+        left = iter(range(requests))
+
+        async def caller() -> None:
+            for i in left:
+                body = {"model": model, "texts": [TEXTS[i % len(TEXTS)]]}
+                start = time.perf_counter()
+                async with client.post("/v1/sentiment", json=body) as response:
+                    response.raise_for_status()
+                    await response.read()
+                latencies.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(caller() for _ in range(concurrency))), 600.0)
+        return requests / (time.perf_counter() - start), latencies
+
+
+def measure(url: str, model: str, requests: int, concurrency: int) -> dict[str, Any]:
+    asyncio.run(calls(url, model, 20, 4))  # warm-up
+    results: dict[str, Any] = {}
+    for name, callers, count in (("sequential", 1, requests // 4), ("concurrent", concurrency, requests)):
+        rate, latencies = asyncio.run(calls(url, model, count, callers))
+        results[name] = {
+            "callers": callers,
+            "requests": count,
+            "requests_per_s": rate,
+            "p50_ms": 1000.0 * percentile(latencies, 50),
+            "p99_ms": 1000.0 * percentile(latencies, 99),
+        }
+    results["ratio"] = results["concurrent"]["requests_per_s"] / results["sequential"]["requests_per_s"]
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"# Sentiment ({results['classifier']})",
+        "",
+        f"Command: `{results['command']}`. {results['cpus']} CPUs, load average after the run "
+        f"{results['loadavg_1m']:.1f}. Finished {results['finished']}.",
+        "",
+        "| callers | requests | requests/s | p50 ms | p99 ms |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for key in ("sequential", "concurrent"):
+        r = results[key]
+        lines.append(
+            f"| {r['callers']} | {r['requests']} | {r['requests_per_s']:,.0f} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} |"
+        )
+    lines += ["", f"Concurrent / sequential: **{results['ratio']:.1f}×**.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        work = Path(tmp_name)
+        folder, note = classifier_dir(work)
+        name = json.loads((folder / "manifest.json").read_text())["name"]
+        server = ServerProcess(linked_models(work, {name: folder}), work / "server.log").start_ready()
+        try:
+            results = measure(server.url, name, args.requests, args.concurrency)
+        finally:
+            server.stop()
+    results |= {
+        "classifier": note,
+        "command": "python -m bench.sentiment " + " ".join(sys.argv[1:]),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": os.getloadavg()[0],
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sentiment.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "sentiment.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
