@@ -62,9 +62,10 @@ image-smoke: $(STAMP)
 	PYTHON=$(abspath $(PY)) bash scripts/image_smoke.sh
 
 # Engine benchmark, quick mode (< 5 min): seqserve vs genai, Optimum, transformers and ORT without a
-# KV cache on the same weights; writes bench/results/engine.{json,md} and PNG plots.
-# Full run: $(PY) -m bench.engine (see --help for --model-dir and --rnn-dir). Then the ceiling's
-# headline rows.
+# KV cache on the same weights (the peers' HF checkpoint is rebuilt from the committed ONNX); a quick
+# run goes to bench/results/tmp/unpublished/. Only the full run, $(PY) -m bench.engine, with every
+# peer measured, replaces bench/results/engine.{json,md}; a peer that fails makes it exit non-zero.
+# Then the ceiling's headline rows.
 bench: $(STAMP)
 	$(PY) -m bench.engine --quick
 	$(PY) -m bench.ceiling --quick

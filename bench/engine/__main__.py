@@ -1,5 +1,12 @@
 """`python -m bench.engine [--quick] [--model-dir DIR] [--rnn-dir DIR] [--hf-dir DIR]`: every engine
-measurement side by side in one run, written to bench/results/engine.{json,md} and PNG plots."""
+measurement side by side in one run, written to bench/results/engine.{json,md} and PNG plots.
+
+Every peer (onnxruntime-genai, HF transformers, Optimum, ORT without a cache) runs on the same weights:
+the HF checkpoint they load is rebuilt from the committed artifact, so a fresh clone compares them all.
+A peer that cannot be built stops the run before anything is measured. Only a complete full run may
+replace the committed table; a quick, partial or non-default run is written under --work instead,
+marked invalid, and a peer that failed mid-run makes the command exit non-zero.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +15,30 @@ import asyncio
 import logging
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import onnxruntime
 
-from bench.engine import engine_runs, peers, report
-from bench.engine.models import hf_export, stand_in_transformer
+from bench.engine import engine_runs, peers, protocol, report
+from bench.engine.models import hf_checkpoint, peer_folder, stand_in_transformer
 from bench.engine.workload import Workload
 from service.engine import read_manifest
 
 log = logging.getLogger("bench.engine")
+DEFAULT_MODEL = Path("exported_models/shakespeare-gpt")
+PEERS = ("genai", "optimum", "transformers", "no_cache")
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-dir", type=Path, default=Path("exported_models/shakespeare-gpt"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--rnn-dir", type=Path, default=Path("exported_models/shakespeare-lstm"))
-    parser.add_argument("--hf-dir", type=Path, help="HF export of --model-dir's weights (else export_hf)")
+    parser.add_argument("--hf-dir", type=Path, help="HF llama folder of --model-dir's weights (else rebuilt)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--work", type=Path, default=Path("bench/results/tmp"), help="scratch (gitignored)")
     # Every system gets the same thread count. The default is the service's own setting on this
@@ -35,26 +47,66 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and batch sizes (< 5 minutes)")
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["genai", "optimum", "transformers", "no_cache"]
+        "--skip", nargs="*", default=[], choices=PEERS, help="leave peers out (run not published)"
+    )
+    # A smaller workload checks the run's logic in seconds; such a run is never published.
+    parser.add_argument("--batches", type=int, nargs="+", default=list(protocol.FULL_BATCHES))
+    parser.add_argument("--prompt-tokens", type=int, default=protocol.FULL_WORKLOAD[0])
+    parser.add_argument("--new-tokens", type=int, default=protocol.FULL_WORKLOAD[1])
+    parser.add_argument("--repeats", type=int, help="timed runs per system (default 3, quick 2)")
+    parser.add_argument(
+        "--skip-extras", action="store_true", help="throughput table only (run not published)"
     )
     return parser.parse_args()
 
 
-def main() -> None:
+def prepare_peers(args: argparse.Namespace, model_dir: Path, max_len: int) -> dict[str, Any]:
+    """Build and load every peer not skipped; any failure stops the run here, before measuring."""
+    built: dict[str, Any] = {}
+    wanted = [p for p in ("genai", "transformers", "optimum") if p not in args.skip]
+    if not wanted:
+        return built
+    scratch = peer_folder(model_dir, args.work)
+    hf_dir = hf_checkpoint(model_dir, args.hf_dir or scratch / "hf", max_len)
+    built["hf_dir"] = hf_dir
+    if "genai" in wanted:
+        built["genai"] = peers.GenaiPeer(peers.build_genai_model(hf_dir, scratch / "genai", args.threads))
+    if "transformers" in wanted:
+        built["transformers"] = peers.TransformersPeer(hf_dir, args.threads)
+    if "optimum" in wanted:
+        python = peers.optimum_venv(Path("bench/.venv-optimum"))
+        if isinstance(python, str):
+            raise RuntimeError(python)
+        built["optimum"] = python, scratch / "optimum_onnx"
+    return built
+
+
+def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    model_dir, run_dir, note = args.model_dir, None, "the trained default model"
+    model_dir, note = args.model_dir, "the trained default model"
     if not (model_dir / "manifest.json").exists():
         log.info("%s is not exported yet: using a random-weight model of the same recipe", model_dir)
-        model_dir, run_dir = stand_in_transformer(args.work)
+        model_dir = stand_in_transformer(args.work)
         note = "random weights in the shakespeare-gpt recipe's shape: the trained model was not exported yet"
     manifest = read_manifest(model_dir, verify=False)
     max_len = (manifest.onnx.get("kv_cache") or {}).get("max_len") or 1 << 30
-    # 128 + 256 tokens, unless the model's cache is shorter (then the run says so in its meta).
-    work = Workload(prompt_tokens=128, new_tokens=min(256, max_len - 128), vocab_size=manifest.vocab_size)
-    repeats = 2 if args.quick else 3
-    batches = ["1", "8", "32"]
+    # 128 + 256 tokens, unless the model's cache is shorter (then the run is not published).
+    new_tokens = min(args.new_tokens, max_len - args.prompt_tokens)
+    work = Workload(args.prompt_tokens, new_tokens, vocab_size=manifest.vocab_size)
+    repeats = args.repeats or (2 if args.quick else 3)
+    batches = args.batches
+    try:
+        built = prepare_peers(args, model_dir, int(max_len))
+    except Exception as exc:  # any peer failure ends the run, with its reason
+        log.error(
+            "a peer could not be prepared, nothing measured: %s\n(--skip %s measures without it; "
+            "such a run is not published)",
+            exc,
+            " ".join(p for p in ("genai", "transformers", "optimum") if p not in args.skip),
+        )
+        return 1
     results: dict[str, Any] = {
         "meta": {
             "model_dir": str(model_dir),
@@ -64,70 +116,82 @@ def main() -> None:
             "prompt_tokens": work.prompt_tokens,
             "new_tokens": work.new_tokens,
             "repeats": repeats,
+            "warmup_runs": protocol.WARMUP_RUNS,
+            "tries": {str(b): protocol.tries(repeats, b) for b in batches},
+            "hf_dir": str(built.get("hf_dir", "")),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared), "
             f"onnxruntime {onnxruntime.__version__}",
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
         "throughput": {},
-        "skipped": {},
+        "skipped": {name: "--skip" for name in args.skip},
     }
     tp, skipped = results["throughput"], results["skipped"]
 
-    engine = engine_runs.open_engine(model_dir, max_slots=32, threads=args.threads)
-    engine_runs.engine_tokens_per_s(engine, Workload(16, 16, work.vocab_size), 8)  # warm the path
-    hf_dir = args.hf_dir or hf_export(run_dir, model_dir, args.work / "hf", int(max_len))
-    genai = None
-    if isinstance(hf_dir, str):
-        for peer in ("genai", "transformers", "optimum"):
-            skipped[peer] = hf_dir
-    elif "genai" not in args.skip:
-        genai = peers.GenaiPeer(peers.build_genai_model(hf_dir, args.work / "genai", args.threads))
-    # seqserve and genai alternate, best of `repeats` each, so load drifting on the shared CPU hits both.
-    tp["seqserve"] = {}
-    if genai is not None:
-        tp["genai"] = {}
-    for b in batches:
-        ours, theirs = [], []
-        # Short runs (B=1 takes ~0.1 s) get more tries: a random stall costs them the most.
-        for _ in range(repeats * {"1": 4, "8": 2}.get(b, 1)):
-            ours.append(engine_runs.engine_tokens_per_s(engine, work, int(b)))
-            if genai is not None:
-                theirs.append(genai.tokens_per_s(work, int(b)))
-        tp["seqserve"][b] = max(ours)
-        if genai is not None:
-            tp["genai"][b] = max(theirs)
-    log.info("seqserve %s genai %s", tp["seqserve"], tp.get("genai"))
-
-    if not isinstance(hf_dir, str):
-        if "optimum" not in args.skip:
-            python = peers.optimum_venv(Path("bench/.venv-optimum"))
-            measured = (
-                python
-                if isinstance(python, str)
-                else peers.optimum_tokens_per_s(
-                    python, hf_dir, args.work, work, [int(b) for b in batches], args.threads, repeats - 1
-                )
-            )
-            if isinstance(measured, str):
-                skipped["optimum"] = measured
-            else:
-                tp["optimum"] = {str(b): v for b, v in measured.items()}
-        if "transformers" not in args.skip:
-            tp["transformers"] = {
-                b: peers.transformers_tokens_per_s(hf_dir, work, int(b), 1, args.threads) for b in batches
-            }
+    engine = engine_runs.open_engine(model_dir, max_slots=max(32, *batches), threads=args.threads)
+    systems: dict[str, protocol.Run] = {
+        "seqserve": lambda w, b: engine_runs.engine_tokens_per_s(engine, w, b),
+    }
+    for name in ("genai", "transformers"):
+        if name in built:
+            systems[name] = built[name].tokens_per_s
+    tp.update(protocol.measure(systems, work, batches, repeats))
+    if "optimum" in built:
+        python, onnx_dir = built["optimum"]
+        measured = peers.optimum_tokens_per_s(
+            python, built["hf_dir"], onnx_dir, work, batches, args.threads, repeats
+        )
+        if isinstance(measured, str):
+            skipped["optimum"] = measured
+        else:
+            tp["optimum"] = measured
     if "no_cache" not in args.skip:
-        no_cache_batches = ["1", "8"] if args.quick else batches
-        tp["ort_no_cache"] = {b: peers.no_cache_tokens_per_s(engine, work, int(b)) for b in no_cache_batches}
+        # Quadratic: quick mode leaves out its slowest batch size (a quick run is never published).
+        no_cache_batches = [b for b in batches if b <= 8] if args.quick else batches
+        tp.update(
+            protocol.measure(
+                {"ort_no_cache": lambda w, b: peers.no_cache_tokens_per_s(engine, w, b)},
+                work,
+                no_cache_batches,
+                repeats,
+            )
+        )
+    if not args.skip_extras:
+        engine_extras(results, engine, work, args.quick, repeats)
+    asyncio.run(engine.stop(5))
+    if not args.skip_extras:
+        results["rnn"] = rnn_results(args, work, repeats)
 
+    reasons = protocol.unpublishable_reasons(
+        args.quick, skipped, batches, work, model_dir.resolve() == DEFAULT_MODEL.resolve()
+    )
+    if args.skip_extras:
+        reasons.append("--skip-extras")
+    results["meta"]["valid"] = not reasons
+    results["meta"]["invalid_because"] = reasons
+    out = args.out if not reasons else args.work / "unpublished"
+    if reasons:
+        log.warning("not replacing %s/engine.*: %s", args.out, "; ".join(reasons))
+    for path in report.write(results, out):
+        log.info("wrote %s", path)
+    print((out / "engine.md").read_text())
+    failed = sorted(set(skipped) - set(args.skip))
+    if failed:
+        log.error("peers that failed during the run: %s", failed)
+        return 1
+    return 0
+
+
+def engine_extras(results: dict[str, Any], engine: Any, work: Workload, quick: bool, repeats: int) -> None:
+    """seqserve's own measurements: step vs context, batching gain, holes, continuous batching."""
     contexts = [128, 256, 512, 1024]
     usable = [c for c in contexts if c + 8 <= (engine.runner.max_len or 1 << 30)]
     results["step_vs_context"] = {
         "batch": 32,
-        "ms": {str(c): engine_runs.decode_step_ms(engine, 32, c, 10 if args.quick else 30) for c in usable},
+        "ms": {str(c): engine_runs.decode_step_ms(engine, 32, c, 10 if quick else 30) for c in usable},
     }
     # How much one decode step gains from batching at all: bounds any concurrent/single ratio.
-    steps = 10 if args.quick else 30
+    steps = 10 if quick else 30
     one, full = (
         engine_runs.decode_step_ms(engine, 1, 256, steps),
         engine_runs.decode_step_ms(engine, 32, 256, steps),
@@ -143,18 +207,12 @@ def main() -> None:
         "active": 8,
         "holes": 8,
         "context": hole_context,
-        **engine_runs.hole_cost_ms(engine, 8, 8, hole_context, 10 if args.quick else 30),
+        **engine_runs.hole_cost_ms(engine, 8, 8, hole_context, 10 if quick else 30),
     }
     results["continuous"] = {"clients": 32, **engine_runs.continuous_batching(engine, work, 32, repeats)}
-    asyncio.run(engine.stop(5))
-
-    results["rnn"] = rnn_results(args, repeats)
-    for path in report.write(results, args.out):
-        log.info("wrote %s", path)
-    print((args.out / "engine.md").read_text())
 
 
-def rnn_results(args: argparse.Namespace, repeats: int) -> dict[str, Any]:
+def rnn_results(args: argparse.Namespace, work: Workload, repeats: int) -> dict[str, Any]:
     rnn_dir, note = args.rnn_dir, "the trained default model"
     if not (rnn_dir / "manifest.json").exists():
         from harness.tiny_models import make_tiny_model_dir
@@ -162,11 +220,13 @@ def rnn_results(args: argparse.Namespace, repeats: int) -> dict[str, Any]:
         rnn_dir = make_tiny_model_dir(args.work / "tiny-lstm", "lstm")
         note = "the tiny test LSTM: the trained default model was not exported yet"
     engine = engine_runs.open_engine(rnn_dir, max_slots=32, threads=args.threads)
-    work = Workload(128, 256, read_manifest(rnn_dir, verify=False).vocab_size)
-    tok_s = {b: engine_runs.engine_tokens_per_s(engine, work, int(b), repeats) for b in ("1", "32")}
+    work = Workload(work.prompt_tokens, work.new_tokens, read_manifest(rnn_dir, verify=False).vocab_size)
+    tok_s = protocol.measure(
+        {"seqserve": lambda w, b: engine_runs.engine_tokens_per_s(engine, w, b)}, work, [1, 32], repeats
+    )["seqserve"]
     asyncio.run(engine.stop(5))
     return {"model_dir": str(rnn_dir), "note": note, "tok_s": tok_s}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

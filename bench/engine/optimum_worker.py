@@ -1,6 +1,8 @@
 """Runs inside bench/.venv-optimum (transformers 4.57): Optimum's ORTModelForCausalLM.generate tokens/s.
 
-Usage: python optimum_worker.py HF_DIR ONNX_DIR PROMPTS_JSON NEW_TOKENS THREADS REPEATS
+Usage: python optimum_worker.py HF_DIR ONNX_DIR PLAN_JSON THREADS
+PLAN_JSON: {"new_tokens": N, "warmup": W, "batches": {batch: {"prompts": [[ids]], "tries": T}}}; at each
+batch size W untimed runs, then the best of T timed ones (the protocol every system gets).
 Prints one JSON line {batch: tokens_per_s}.
 """
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    hf_dir, onnx_dir, prompts_file, new_tokens, threads, repeats = sys.argv[1:7]
+    hf_dir, onnx_dir, plan_file, threads = sys.argv[1:5]
     import onnxruntime as ort
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
@@ -29,23 +31,29 @@ def main() -> None:
             hf_dir, export=True, use_cache=True, session_options=options
         )
         model.save_pretrained(onnx_path)
-    new = int(new_tokens)
+    plan = json.loads(Path(plan_file).read_text())
+    new = int(plan["new_tokens"])
+
+    def seconds(ids: torch.Tensor) -> float:
+        start = time.perf_counter()
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
+        )
+        elapsed = time.perf_counter() - start
+        assert out.shape[1] == ids.shape[1] + new
+        return elapsed
+
     results = {}
-    for batch, prompts in json.loads(Path(prompts_file).read_text()).items():
-        ids = torch.tensor(prompts)
-        best = float("inf")
-        for _ in range(int(repeats)):
-            start = time.perf_counter()
-            out = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=new,
-                min_new_tokens=new,
-                do_sample=False,
-                pad_token_id=0,
-            )
-            best = min(best, time.perf_counter() - start)
-            assert out.shape[1] == ids.shape[1] + new
+    for batch, spec in plan["batches"].items():
+        ids = torch.tensor(spec["prompts"])
+        for _ in range(int(plan["warmup"])):
+            seconds(ids)
+        best = min(seconds(ids) for _ in range(int(spec["tries"])))
         results[batch] = int(batch) * new / best
     print(json.dumps(results))
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.engine.workload import Workload, best_of
+from bench.engine import protocol
+from bench.engine.workload import Workload
 from service.engine import GenerationEngine
 
 OPTIMUM_REQUIREMENTS = ["optimum-onnx[onnxruntime]==0.1.0", "transformers>=4.57,<4.58", "torch==2.13.0"]
@@ -36,7 +37,9 @@ def build_genai_model(hf_dir: Path, out_dir: Path, threads: int) -> Path:
             "-e",
             "cpu",
         ]
-        subprocess.run(cmd, check=True, capture_output=True)
+        built = subprocess.run(cmd, capture_output=True, text=True)
+        if built.returncode != 0:
+            raise RuntimeError(f"genai's model builder failed: {built.stderr.strip()[-600:]}")
     config_path = out_dir / "genai_config.json"
     config = json.loads(config_path.read_text())
     options = config["model"]["decoder"].setdefault("session_options", {})
@@ -71,18 +74,25 @@ class GenaiPeer:
         return batch * work.new_tokens / elapsed
 
 
-def transformers_tokens_per_s(hf_dir: Path, work: Workload, batch: int, repeats: int, threads: int) -> float:
-    import torch
-    import transformers
+class TransformersPeer:
+    """HF transformers (torch) generate, greedy, on the HF checkpoint; loaded once, like the others."""
 
-    torch.set_num_threads(max(1, threads))
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), torch_dtype=torch.float32).eval()
-    ids = torch.tensor(work.prompts(batch))
+    def __init__(self, hf_dir: Path, threads: int) -> None:
+        import torch
+        import transformers
 
-    def once() -> float:
+        torch.set_num_threads(max(1, threads))
+        self._torch = torch
+        self._model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(hf_dir), dtype=torch.float32
+        ).eval()
+
+    def tokens_per_s(self, work: Workload, batch: int) -> float:
+        torch = self._torch
+        ids = torch.tensor(work.prompts(batch))
         start = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(
+            out = self._model.generate(
                 ids,
                 attention_mask=torch.ones_like(ids),
                 max_new_tokens=work.new_tokens,
@@ -90,10 +100,9 @@ def transformers_tokens_per_s(hf_dir: Path, work: Workload, batch: int, repeats:
                 do_sample=False,
                 pad_token_id=0,
             )
+        elapsed = time.perf_counter() - start
         assert out.shape[1] == work.prompt_tokens + work.new_tokens
-        return time.perf_counter() - start
-
-    return batch * work.new_tokens / best_of(repeats, once)
+        return batch * work.new_tokens / elapsed
 
 
 def no_cache_tokens_per_s(engine: GenerationEngine, work: Workload, batch: int) -> float:
@@ -148,23 +157,22 @@ def optimum_venv(root: Path) -> Path | str:
 
 
 def optimum_tokens_per_s(
-    python: Path, hf_dir: Path, work_dir: Path, work: Workload, batches: list[int], threads: int, repeats: int
-) -> dict[int, float] | str:
-    """Runs bench/engine/optimum_worker.py inside the Optimum venv; returns tokens/s per batch or why not."""
+    python: Path, hf_dir: Path, onnx_dir: Path, work: Workload, batches: list[int], threads: int, repeats: int
+) -> dict[str, float] | str:
+    """Runs bench/engine/optimum_worker.py inside the Optimum venv, with the same warm-up and tries per
+    batch size as every other system (protocol.py); returns {batch: tokens/s} or why not."""
     worker = Path(__file__).with_name("optimum_worker.py")
-    prompts_file = work_dir / "optimum_prompts.json"
-    prompts_file.write_text(json.dumps({str(b): work.prompts(b) for b in batches}))
-    cmd = [
-        str(python),
-        str(worker),
-        str(hf_dir),
-        str(work_dir / "optimum_onnx"),
-        str(prompts_file),
-        str(work.new_tokens),
-        str(threads),
-        str(repeats),
-    ]
+    plan_file = onnx_dir.parent / "optimum_plan.json"
+    plan = {
+        "new_tokens": work.new_tokens,
+        "warmup": protocol.WARMUP_RUNS,
+        "batches": {
+            str(b): {"prompts": work.prompts(b), "tries": protocol.tries(repeats, b)} for b in batches
+        },
+    }
+    plan_file.write_text(json.dumps(plan))
+    cmd = [str(python), str(worker), str(hf_dir), str(onnx_dir), str(plan_file), str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return f"optimum worker failed: {proc.stderr.strip()[-400:]}"
-    return {int(k): float(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    return {str(k): float(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}

@@ -47,14 +47,24 @@ def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     tp = results["throughput"]
     batches = sorted({b for sys_ in tp.values() for b in sys_}, key=int)
+    tries = ", ".join(f"B={b}: {n}" for b, n in meta.get("tries", {}).items())
     lines = [
         "# Engine benchmark",
         "",
+    ]
+    if not meta.get("valid", True):
+        lines += [
+            "**Not a publishable run** (written to scratch, the committed table is untouched): "
+            + "; ".join(meta.get("invalid_because", [])),
+            "",
+        ]
+    lines += [
         f"Model: `{meta['model_dir']}` ({meta['model_note']}); {meta['threads']} ORT/torch threads; "
         f"prompt {meta['prompt_tokens']} tokens, {meta['new_tokens']} new tokens, greedy; "
-        f"{'quick' if meta['quick'] else 'full'} mode. seqserve and genai alternate, "
-        f"best of {meta['repeats']} runs each; Optimum best of {max(1, meta['repeats'] - 1)}; "
-        + "transformers and no-cache one run. "
+        f"{'quick' if meta['quick'] else 'full'} mode. Every system, at each batch size: "
+        f"{meta.get('warmup_runs', 1)} untimed warm-up run, then the best of the same number of timed "
+        f"runs ({tries}); the in-process systems take turns run by run, Optimum runs the same plan in "
+        f"its own venv. The peers load an HF checkpoint rebuilt from the artifact's ONNX weights. "
         f"{meta['machine']}",
         "",
         "## Tokens/s by batch size",

@@ -88,7 +88,7 @@ class EventStream(StreamingResponse):
     the first chunk (the body generator would then never start, and its `finally` never run)."""
 
     def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
-        super().__init__(_yielding(content), media_type="text/event-stream", headers=SSE_HEADERS)
+        super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,14 +96,6 @@ class EventStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._on_close()
-
-
-async def _yielding(content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Let the event loop run between chunks: a burst of queued tokens would otherwise be written to a
-    socket whose close the loop has not yet had a chance to report, one failed send after another."""
-    async for chunk in content:
-        yield chunk
-        await asyncio.sleep(0)
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:

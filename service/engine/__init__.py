@@ -35,7 +35,8 @@ Errors: `submit` raises QueueFullError (-> 429), EngineStoppedError (-> 503) and
 SamplingParams validates at construction the same way. Prompt + max_new_tokens must fit the model's
 trained context (`context_length`; recurrent models have none).
 Finish reasons: "stop" (eos, stop token id, or stop string), "length" (max_new_tokens or the end of
-the cache), "cancelled", "error" (a model failure; `FinishEvent.error` says what), "timeout" (it
+the cache), "cancelled", "error" (a model failure; `FinishEvent.error` says what: a batched run that raises is
+re-run row by row, so only a request whose row fails on its own ends so), "timeout" (it
 waited in the queue longer than `GenerationRequest.queue_timeout` or the engine's
 `max_queue_time_s` and never started). Events reach the handle through `RequestHandle.deliver_all`,
 which the scheduler thread schedules on the handle's loop.

@@ -23,17 +23,38 @@ def unpack_bitmask(bitmask: np.ndarray, vocab: int) -> np.ndarray:
 class MaskBatch:
     """The allowed-token masks of one step's constrained rows, computed on the mask thread."""
 
-    def __init__(self, rows: np.ndarray, future: Future[np.ndarray], text_tokens: np.ndarray) -> None:
+    def __init__(
+        self,
+        rows: np.ndarray,
+        future: Future[np.ndarray],
+        text_tokens: np.ndarray,
+        picked: np.ndarray | None = None,
+    ) -> None:
         self.rows = rows  # indices into the step's rows
         self._future = future
         self._text_tokens = text_tokens
+        self._picked = picked  # which of the computed masks these rows are (None: all, in order)
 
     def wait(self) -> None:
         self._future.result()
 
     def allowed(self) -> np.ndarray:
         """Bool `[len(rows), vocab]`: True where the token keeps the output on the grammar."""
-        return unpack_bitmask(self._future.result(), len(self._text_tokens)) & self._text_tokens
+        bitmask = self._future.result()
+        if self._picked is not None:
+            bitmask = bitmask[self._picked]
+        return unpack_bitmask(bitmask, len(self._text_tokens)) & self._text_tokens
+
+    def without(self, dropped: Sequence[int]) -> MaskBatch | None:
+        """The masks of the step's other rows, renumbered, once the rows at `dropped` left the step
+        (their model run failed); None when no constrained row is left."""
+        gone = np.sort(np.asarray(dropped, dtype=np.int64))
+        keep = np.flatnonzero(~np.isin(self.rows, gone))
+        if not len(keep):
+            return None
+        picked = keep if self._picked is None else self._picked[keep]
+        rows = self.rows[keep] - np.searchsorted(gone, self.rows[keep])
+        return MaskBatch(rows, self._future, self._text_tokens, picked)
 
 
 class MaskWorker:

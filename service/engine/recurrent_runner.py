@@ -62,33 +62,45 @@ class RecurrentRunner:
         self.copy_row(src, dst)
         self.reset(src)
 
-    def _step(self, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": ids, "state_h": self.state.h[:, rows]}
+    def _run(self, rows: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Logits and the rows' new state; the state slots are not touched (see `_commit`)."""
+        feeds = {"input_ids": ids, "state_h": self.state.h[:, rows]}  # fancy indexing: copies
         if self._lstm:
             feeds["state_c"] = self.state.c[:, rows]
         out = self.session.run(feeds)
+        return out["logits"], out
+
+    def _commit(self, rows: np.ndarray, out: dict[str, np.ndarray], tokens: int) -> None:
         self.state.h[:, rows] = out["state_h_out"]
         if self._lstm:
             self.state.c[:, rows] = out["state_c_out"]
-        self.state.lengths[rows] += ids.shape[1]
-        return out["logits"]
+        self.state.lengths[rows] += tokens
 
     def decode(self, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
-        return self._step(rows, np.asarray(tokens, dtype=np.int64)[:, None])[:, 0]
+        logits, out = self._run(rows, np.asarray(tokens, dtype=np.int64)[:, None])
+        self._commit(rows, out, 1)
+        return logits[:, 0]
 
     def prefill(
         self, rows: Sequence[int], chunks: Sequence[np.ndarray], all_logits: Sequence[bool]
     ) -> list[np.ndarray]:
+        """All or nothing: every group runs before any state slot is written, so a run that raises
+        leaves every row as it was and the scheduler may re-run each on its own."""
         out: list[np.ndarray | None] = [None] * len(rows)
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, chunk in enumerate(chunks):
             by_length[len(chunk)].append(i)
+        states = []
         for length, members in by_length.items():
             ids = np.stack([np.asarray(chunks[i], dtype=np.int64) for i in members])
-            logits = self._step(np.array([rows[i] for i in members], dtype=np.int64), ids)
+            group_rows = np.array([rows[i] for i in members], dtype=np.int64)
+            logits, state = self._run(group_rows, ids)
+            states.append((group_rows, state, length))
             for j, i in enumerate(members):
                 out[i] = logits[j] if all_logits[i] else logits[j, length - 1 : length]
+        for group_rows, state, length in states:
+            self._commit(group_rows, state, length)
         return [o for o in out if o is not None]
 
     def warmup(self, prefill_lengths: Sequence[int]) -> None:

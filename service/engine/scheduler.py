@@ -3,6 +3,10 @@
 ORT releases the GIL while it runs, so the thread computes while the event loop serves sockets.
 New requests join the running batch at the next iteration; finished and cancelled ones free their
 slots at once. When there is nothing to do the thread waits on a condition (no polling).
+
+A model run that raises does not end the batch: each of its rows is re-run once on its own, and only
+the rows that fail again end, with finish reason "error" (`_rows_alone`). vLLM stops the whole
+instance on any fault and TGI drops the whole batch; one bad request should cost only itself.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -168,7 +173,7 @@ class Scheduler:
                 self._prefill_step()
                 self._compact()
                 self._decode_step()
-            except Exception as exc:  # a model failure ends the affected requests, not the server
+            except Exception as exc:  # a fault outside the model runs (those are isolated per row)
                 log.exception("model %s failed a step", self.model_name)
                 self._fail_all(repr(exc))
             self._update_gauges()  # before the events go out, so a caller who got its result sees them
@@ -240,10 +245,25 @@ class Scheduler:
         masks = self._masks.start([s.matcher for s in finishing])
         try:
             logits = self.runner.prefill(rows, chunks, want_all)
+        except Exception as exc:
+            logits = self._rows_alone(
+                exc, len(rows), lambda i: self.runner.prefill([rows[i]], [chunks[i]], [want_all[i]])[0]
+            )
         finally:
             _settle(masks)
+        failed = [(seq, out) for seq, out in zip(seqs, logits, strict=True) if isinstance(out, str)]
+        if failed:
+            lost = {id(s) for seq, _ in failed for s in seq.job.sequences}
+            if masks is not None:
+                masks = masks.without([i for i, s in enumerate(finishing) if id(s) in lost])
+            finishing = [s for s in finishing if id(s) not in lost]
+            for seq, error in failed:  # its samples end too: they were to copy its row
+                for sample in seq.job.sequences:
+                    self._finish(sample, "error", error=error)
         ready: list[tuple[Sequence, np.ndarray]] = []
         for seq, chunk, out, all_rows in zip(seqs, chunks, logits, want_all, strict=True):
+            if isinstance(out, str):
+                continue
             if all_rows:
                 job = seq.job
                 scores = prompt_logprobs(out, chunk, job.last_prompt_logits)
@@ -290,10 +310,25 @@ class Scheduler:
         # Each constrained row's matcher has taken next_token already: its next mask is computed on
         # the mask thread while the model runs (both release the GIL).
         masks = self._masks.start([s.matcher for s in seqs])
+        failed: dict[int, str] = {}
         try:
             logits = self.runner.decode(rows, tokens)
+        except Exception as exc:
+            each = self._rows_alone(
+                exc, len(rows), lambda i: self.runner.decode(rows[i : i + 1], tokens[i : i + 1])[0]
+            )
+            failed = {i: out for i, out in enumerate(each) if isinstance(out, str)}
+            logits = [out for out in each if not isinstance(out, str)]
         finally:
             _settle(masks)
+        if failed:
+            for i, error in failed.items():
+                self._finish(seqs[i], "error", error=error)
+            masks = masks.without(list(failed)) if masks is not None else None
+            seqs = [s for i, s in enumerate(seqs) if i not in failed]
+        if not seqs:
+            return
+        logits = np.stack(logits) if isinstance(logits, list) else logits
         self._metrics.batch_size.observe(len(seqs))
         self._sample_and_emit(seqs, logits, masks)
 
@@ -396,6 +431,29 @@ class Scheduler:
             if cancel_all or job.handle.cancelled:
                 for seq in job.sequences:
                     self._finish(seq, "cancelled")
+
+    def _rows_alone(
+        self, exc: Exception, count: int, run_row: Callable[[int], np.ndarray]
+    ) -> list[np.ndarray | str]:
+        """After a batched run raised: each of its rows once on its own, so that one request's fault
+        (a bad input, a transient error) ends only that request. Returns each row's result, or the
+        error that ends it when it fails again.
+
+        Re-running is safe because a failed run leaves every row's state as it was: lengths advance
+        only after success, a failed K/V write lies past the length where the re-run writes again,
+        and recurrent state is written back only after every run of the call succeeded.
+        """
+        log.warning(
+            "model %s: a run of %d rows failed (%r); re-running each row alone", self.model_name, count, exc
+        )
+        results: list[np.ndarray | str] = []
+        for i in range(count):
+            try:
+                results.append(run_row(i))
+            except Exception as again:
+                log.exception("model %s: a row failed again on its own; its request ends", self.model_name)
+                results.append(f"model run failed: {again!r}")
+        return results
 
     def _fail_all(self, message: str) -> None:
         for job in list(self._running):

@@ -122,20 +122,35 @@ class TransformerRunner:
         self, rows: Sequence[int], chunks: Sequence[np.ndarray], all_logits: Sequence[bool]
     ) -> list[np.ndarray]:
         """Fresh rows with adjacent indices share one right-padded call; a row with cached tokens
-        runs alone (GQA accepts several new tokens per row with past context only at batch 1)."""
+        runs alone (GQA accepts several new tokens per row with past context only at batch 1).
+
+        All or nothing: when a group's run raises, the groups already run get their lengths back,
+        so the scheduler may re-run each row on its own. The K/V they wrote lie past those lengths,
+        where the re-run writes again (GQA writes a row's new tokens at its cached length).
+        """
+        before = self.cache.lengths[np.asarray(rows, dtype=np.int64)].copy()
         out: list[np.ndarray | None] = [None] * len(rows)
         order = sorted(range(len(rows)), key=lambda i: rows[i])
         group: list[int] = []
-        for i in order:
-            fresh = self.cache.lengths[rows[i]] == 0
-            if group and fresh and rows[i] == rows[group[-1]] + 1 and self.cache.lengths[rows[group[0]]] == 0:
-                group.append(i)
-                continue
+        try:
+            for i in order:
+                fresh = self.cache.lengths[rows[i]] == 0
+                if (
+                    group
+                    and fresh
+                    and rows[i] == rows[group[-1]] + 1
+                    and self.cache.lengths[rows[group[0]]] == 0
+                ):
+                    group.append(i)
+                    continue
+                if group:
+                    self._prefill_group(group, rows, chunks, all_logits, out)
+                group = [i]
             if group:
                 self._prefill_group(group, rows, chunks, all_logits, out)
-            group = [i]
-        if group:
-            self._prefill_group(group, rows, chunks, all_logits, out)
+        except BaseException:
+            self.cache.lengths[np.asarray(rows, dtype=np.int64)] = before
+            raise
         return [o for o in out if o is not None]
 
     def _prefill_group(
