@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint train train-ddp-smoke serve clean image-smoke bench soak perf ceiling
+.PHONY: venv test lint train train-ddp-smoke serve clean image-smoke bench soak perf ceiling clients-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The stock Open Inference Protocol clients (tritonclient, kserve) in their own venv, .venv-clients:
+# they need protobuf<7, the service protobuf 7. `make test` builds it on first use (tests/clients).
+clients-venv: $(STAMP)
+	$(PY) -m tests.clients.client_venv
 
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -54,7 +59,7 @@ serve: $(SERVE_STAMP)
 	SEQSERVE_MODELS_DIR=$(SEQSERVE_MODELS_DIR) exec $(PY) -m service
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-clients runs .pytest_cache .ruff_cache
 
 # Build the CPU image from a local debootstrap base with podman, run it on 127.0.0.1 and check
 # it serves (docs/deployment.md). Root only; caches in /var/tmp/seqserve-base.

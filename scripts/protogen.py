@@ -2,7 +2,8 @@
 
 A development tool (grpcio-tools is in the `dev` extra): the generated code is committed, so neither
 serving nor the image needs protoc; tests/api/test_protos_fresh.py fails when it is stale. protoc
-writes `from seqserve.v1 import ...`; we rewrite that to the package path.
+writes `from seqserve.v1 import ...` (and `from inference import ...` for the Open Inference
+Protocol); we rewrite those to the package path.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = REPO_ROOT / "protos"
-PROTO_FILES = ("seqserve/v1/inference.proto",)
+PROTO_FILES = ("seqserve/v1/inference.proto", "inference/grpc_predict_v2.proto")
 GENERATED_ROOT = REPO_ROOT / "service" / "api" / "generated"
 PACKAGE = "service.api.generated"
 _SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+_PROTO_PACKAGES = ("seqserve.v1", "inference")
 
 
 def generate(out_root: Path) -> list[Path]:
@@ -57,7 +59,9 @@ def generate(out_root: Path) -> list[Path]:
 
 def _rewrite_imports(text: str) -> str:
     """Make the generated modules importable from inside the service package."""
-    return text.replace("from seqserve.v1 import", f"from {PACKAGE}.seqserve.v1 import")
+    for package in _PROTO_PACKAGES:
+        text = text.replace(f"from {package} import", f"from {PACKAGE}.{package} import")
+    return text
 
 
 def main() -> int:

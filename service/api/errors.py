@@ -69,6 +69,19 @@ class ApiError(Exception):
             }
         }
 
+    def oip_body(self) -> dict[str, object]:
+        """The Open Inference Protocol's error shape, used under /v2."""
+        return {"error": self.message}
+
+    def body_for(self, path: str) -> dict[str, object]:
+        """The error shape of the protocol that `path` belongs to."""
+        return self.oip_body() if is_oip_path(path) else self.body()
+
+
+def is_oip_path(path: str) -> bool:
+    """Routes of the Open Inference Protocol (KServe V2), whose errors are `{"error": "<message>"}`."""
+    return path == "/v2" or path.startswith("/v2/")
+
 
 def invalid(param: str, rule: str) -> ApiError:
     return ApiError(ErrorKind.INVALID_ARGUMENT, f"{param}: {rule}", param)

@@ -1,5 +1,6 @@
-"""The grpc.aio server: the Inference servicer (a thin adapter over the core), standard health
-(overall "" and one entry per model) and server reflection.
+"""The grpc.aio server: the Inference servicer (a thin adapter over the core), the Open Inference
+Protocol's GRPCInferenceService (grpc_oip.py), standard health (overall "", each service, and one
+entry per model) and server reflection.
 
 A client cancel or a passed deadline cancels the handler's task; the `finally` blocks then cancel
 the generation, whose slot the scheduler frees at its next step.
@@ -19,7 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from service.api import grpc_convert as convert
-from service.api import native
+from service.api import grpc_oip, native
 from service.api.core import InferenceCore
 from service.api.errors import ApiError, fields_named_by
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
@@ -183,6 +184,7 @@ class HealthReporter:
         overall = SERVING if ready and not self.core.draining else NOT_SERVING
         await self.servicer.set("", overall)
         await self.servicer.set(SERVICE, overall)
+        await self.servicer.set(grpc_oip.SERVICE, overall)
         for entry in self.core.registry.entries():
             ok = entry.state is ModelState.READY and not self.core.draining
             await self.servicer.set(entry.name, SERVING if ok else NOT_SERVING)
@@ -204,13 +206,16 @@ async def build_server(
             ("grpc.so_reuseport", int(settings.workers > 1)),
         ]
     )
-    server.add_generic_rpc_handlers((_handler(InferenceServicer(core, settings)),))
+    server.add_generic_rpc_handlers(
+        (_handler(InferenceServicer(core, settings)), grpc_oip.handler(grpc_oip.OipServicer(core, settings)))
+    )
     health = HealthReporter(core)
     await health.refresh()
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     core.registry.add_listener(health.on_change)
+    health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     reflection.enable_server_reflection(
-        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (SERVICE, grpc_oip.SERVICE, health_service, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     if port == 0:

@@ -16,11 +16,25 @@ from service.api.schemas import REQUEST_ID_PATTERN
 # Probes and scrapes must work without the key: kubelets and Prometheus do not hold it. The API's
 # description stays public too: it holds no data and no model state (those routes need the key),
 # and it is how a client or a person finds out what to send, including that a key is needed.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+OPEN_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+    }
+)
 
 
-async def send_error(send: Send, error: ApiError, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps(error.body()).encode()
+async def send_error(
+    send: Send, error: ApiError, headers: dict[str, str] | None = None, *, path: str = ""
+) -> None:
+    """The error in the shape of the protocol that `path` belongs to (OpenAI's, or `/v2`'s)."""
+    body = json.dumps(error.body_for(path)).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": error.kind.http_status, "headers": raw_headers})
@@ -53,7 +67,7 @@ class RequestIdMiddleware:
 
         if given and given != state["request_id"]:
             error = invalid("x-request-id", "must be at most 128 visible ASCII characters (no spaces)")
-            await send_error(send_with_id, error)
+            await send_error(send_with_id, error, path=scope["path"])
             return
         await self.app(scope, receive, send_with_id)
 
@@ -83,7 +97,7 @@ class ApiKeyMiddleware:
             error = ApiError(
                 ErrorKind.UNAUTHENTICATED, "missing or invalid API key (Authorization: Bearer <key>)"
             )
-            await send_error(send, error, {"www-authenticate": "Bearer"})
+            await send_error(send, error, {"www-authenticate": "Bearer"}, path=scope["path"])
             return
         await self.app(scope, receive, send)
 
@@ -104,7 +118,7 @@ class BodyLimitMiddleware:
         )
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await send_error(send, too_large, {"connection": "close"})
+            await send_error(send, too_large, {"connection": "close"}, path=scope["path"])
             return
         chunks: list[bytes] = []
         size = 0
@@ -115,7 +129,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await send_error(send, too_large, {"connection": "close"})
+                await send_error(send, too_large, {"connection": "close"}, path=scope["path"])
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

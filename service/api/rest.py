@@ -1,6 +1,7 @@
 """The FastAPI app: probes, metrics, model listing, sentiment, and the generation routers.
 
-Every error leaves as the OpenAI error shape `{"error": {"message", "type", "param", "code"}}`.
+Every error leaves as the OpenAI error shape `{"error": {"message", "type", "param", "code"}}`, except
+under /v2 (the Open Inference Protocol, rest_oip.py), whose error body is `{"error": "<message>"}`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
-from service.api import rest_chat, rest_native, rest_openai, rest_tokens
+from service.api import rest_chat, rest_native, rest_oip, rest_openai, rest_tokens
 from service.api.admission import AdmissionMiddleware
 from service.api.core import InferenceCore, ModelView
-from service.api.errors import ApiError, ErrorKind, invalid
+from service.api.errors import ApiError, ErrorKind, invalid, is_oip_path
 from service.api.middleware import OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from service.api.rest_support import add_body_schemas, adopt_request_id, parse_body, request_id
 from service.api.schemas import SentimentBody
@@ -35,6 +36,7 @@ def create_app(core: InferenceCore, settings: Settings) -> FastAPI:
     app.include_router(rest_openai.router)
     app.include_router(rest_chat.router)
     app.include_router(rest_tokens.router)
+    app.include_router(rest_oip.router)
     _add_routes(app)
     _add_error_handlers(app, settings)
     _add_openapi(app, bool(settings.api_key))
@@ -143,27 +145,33 @@ def _model_json(m: ModelView) -> dict[str, object]:
 
 def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {}
         if exc.kind is ErrorKind.RESOURCE_EXHAUSTED or exc.retry_after:
             headers["retry-after"] = str(settings.retry_after_s)
-        return JSONResponse(exc.body(), status_code=exc.kind.http_status, headers=headers)
+        return JSONResponse(exc.body_for(request.url.path), status_code=exc.kind.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
         param = ".".join(str(p) for p in first["loc"][1:]) or "body"
         error = invalid(param, first["msg"])
-        return JSONResponse(error.body(), status_code=400)
+        return JSONResponse(error.body_for(request.url.path), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = ErrorKind.NOT_FOUND if exc.status_code == 404 else ErrorKind.INVALID_ARGUMENT
-        body = ApiError(kind, str(exc.detail)).body()
+        error = ApiError(kind, str(exc.detail))
+        if is_oip_path(request.url.path):
+            return JSONResponse(
+                error.oip_body(), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+            )
+        body = error.body()
         body["error"]["code"] = exc.status_code
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def server_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(ApiError(ErrorKind.INTERNAL, "internal server error").body(), status_code=500)
+        error = ApiError(ErrorKind.INTERNAL, "internal server error")
+        return JSONResponse(error.body_for(request.url.path), status_code=500)

@@ -23,9 +23,12 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
-    """JSON body -> model. Invalid UTF-8 bytes survive decoding as lone surrogates, so the schema's
+    return parse_json(await request.body(), model)
+
+
+def parse_json(raw: bytes, model: type[M]) -> M:
+    """JSON bytes -> model. Invalid UTF-8 bytes survive decoding as lone surrogates, so the schema's
     text check can name the field that held them instead of failing the whole body."""
-    raw = await request.body()
     try:
         data = json.loads(raw.decode("utf-8", errors="surrogateescape")) if raw else None
     except json.JSONDecodeError as exc:

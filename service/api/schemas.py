@@ -572,3 +572,46 @@ class SentimentBody(_Strict):
     model: ModelName | None = None
     texts: list[Text] = Field(min_length=1)
     request_id: RequestId | None = None
+
+
+# ---- Open Inference Protocol (KServe V2), REST -------------------------------------------------------
+OipParameter = bool | int | float | str
+OipName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_valid_unicode)]
+MAX_TENSOR_RANK = 8
+
+
+class OipInput(_Strict):
+    """One input tensor; its data is JSON (`data`) or raw bytes after the JSON header (binary extension,
+    `parameters.binary_data_size`)."""
+
+    name: OipName
+    shape: list[Annotated[int, Field(ge=0, lt=2**63)]] = Field(max_length=MAX_TENSOR_RANK)
+    datatype: Annotated[str, Field(max_length=16)]
+    parameters: dict[str, OipParameter] | None = None
+    data: Any = None
+
+
+class OipRequestedOutput(_Strict):
+    name: OipName
+    parameters: dict[str, OipParameter] | None = None
+
+
+class OipInferBody(_Strict):
+    """POST /v2/models/{m}/infer: the protocol's inference request (its JSON part). The kserve SDK also
+    names the model in the body; it must then match the path."""
+
+    id: Annotated[str, Field(max_length=256), AfterValidator(_valid_unicode)] | None = None
+    model_name: OipName | None = None
+    model_version: Annotated[str, Field(max_length=64)] | None = None
+    parameters: dict[str, OipParameter] | None = None
+    inputs: list[OipInput] = Field(min_length=1)
+    outputs: list[OipRequestedOutput] | None = None
+
+
+class OipGenerateBody(_Strict):
+    """POST /v2/models/{m}/generate(_stream): the generate extension's request; `parameters` are the
+    sampling options of /v1/generate's `params` (plus `stream`, which the route decides)."""
+
+    id: Annotated[str, Field(max_length=256), AfterValidator(_valid_unicode)] | None = None
+    text_input: Text
+    parameters: dict[str, Any] | None = None

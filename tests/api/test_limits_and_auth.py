@@ -20,6 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness.metrics_reader import wait_for
 from harness.server_process import ServerProcess
+from service.api.generated.inference import grpc_predict_v2_pb2 as oip_pb
+from service.api.generated.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
 from tests.api.conftest import ENDLESS, GEN_MODEL, RNN_MODEL, copy_model, start_server
@@ -80,9 +82,11 @@ def test_rest_needs_the_bearer_key_but_probes_and_metrics_do_not(limited: Server
                 assert response.status_code == 401, (path, headers)
                 assert response.headers["www-authenticate"] == "Bearer"
                 assert response.json()["error"]["type"] == "authentication_error"
-        for path in ("/healthz", "/readyz", "/metrics"):
+        for path in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"):
             assert anonymous.get(path).status_code == 200
         assert anonymous.post("/v1/completions", json=body, headers=AUTH).status_code == 200
+        v2 = anonymous.get("/v2/models/any")  # the Open Inference Protocol's error shape under /v2
+        assert v2.status_code == 401 and isinstance(v2.json()["error"], str)
 
 
 def test_the_api_description_stays_public_and_says_which_operations_need_the_key(
@@ -115,6 +119,11 @@ def test_grpc_needs_the_key_in_metadata_but_health_does_not(channel: grpc.Channe
             stub.ListModels(pb.ListModelsRequest(), metadata=metadata, timeout=30)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert stub.Generate(request, metadata=GRPC_AUTH, timeout=30).usage.completion_tokens == 2
+    v2 = oip_grpc.GRPCInferenceServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as caught:
+        v2.ServerMetadata(oip_pb.ServerMetadataRequest(), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert v2.ServerReady(oip_pb.ServerReadyRequest(), metadata=GRPC_AUTH, timeout=30).ready
     health = health_pb2_grpc.HealthStub(channel)
     reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -9,11 +9,28 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 from dataclasses import dataclass
 
+from service.api.generated.inference import grpc_predict_v2_pb2 as oip
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 
-METHODS = ("Generate", "GenerateStream", "Classify", "ListModels")
+NATIVE = "/seqserve.v1.Inference/"
+OIP = "/inference.GRPCInferenceService/"
+METHODS = (
+    NATIVE + "Generate",
+    NATIVE + "GenerateStream",
+    NATIVE + "Classify",
+    NATIVE + "ListModels",
+    OIP + "ModelInfer",
+    OIP + "ModelInfer",  # twice: it does the work; the others only read the registry
+    OIP + "ModelReady",
+    OIP + "ModelMetadata",
+    OIP + "ServerLive",
+    OIP + "ServerReady",
+    OIP + "ServerMetadata",
+)
+DATATYPES = ("BYTES", "BYTES", "FP32", "INT64", "BOOL", "FP16", "", "bytes", "NOPE")
 MARK = "\x01\x02\x03\x04"  # valid UTF-8 placeholder, swapped for invalid bytes of the same length
 INVALID_UTF8 = b"\xff\xfe\xc0\x80"
 U32 = (0, 1, 2, 7, 31, 32, 33, 64, 65, 255, 2**16, 2**31 - 1, 2**31, 2**32 - 1)
@@ -23,9 +40,13 @@ DOUBLES = (0.0, -0.0, 1.0, 0.5, -1.0, 2.0, 3.0, 1e-300, 5e-324, 1e308, -1e308, m
 
 @dataclass(frozen=True)
 class Case:
-    method: str
+    method: str  # the full path, /package.Service/Method
     payload: bytes
     note: str
+
+    @property
+    def streams(self) -> bool:
+        return self.method.endswith("/GenerateStream")
 
 
 class CaseMaker:
@@ -83,8 +104,70 @@ class CaseMaker:
         p.ignore_eos, p.prompt_logprobs = r.random() < 0.5, r.random() < 0.2
         return p
 
-    def message(self, method: str) -> bytes:
+    def shape(self) -> list[int]:
         r = self.rng
+        return [r.choice((0, 1, 2, 3, -1, 2**31, 2**62, -(2**63))) for _ in range(r.choice((0, 1, 1, 2, 9)))]
+
+    def raw_texts(self, count: int) -> bytes:
+        """Length-prefixed BYTES data, sometimes with a lying length or a ragged end."""
+        r = self.rng
+        parts = [struct.pack("<I", len(t)) + t for t in (self.text().encode() for _ in range(count))]
+        data = b"".join(parts)
+        roll = r.random()
+        if roll < 0.1:
+            data += struct.pack("<I", r.choice(U32))
+        elif roll < 0.2:
+            data = data[: r.randrange(len(data) + 1)]
+        return data
+
+    def oip_message(self, method: str) -> bytes:
+        r = self.rng
+        if method in ("ModelReady", "ModelMetadata"):
+            msg = oip.ModelReadyRequest if method == "ModelReady" else oip.ModelMetadataRequest
+            return msg(
+                name=self.model(), version=r.choice(("", "", "1", "2", self.text()))
+            ).SerializeToString()
+        if method != "ModelInfer":
+            return b""  # the empty request messages
+        if r.random() < 0.35:  # plausible: a request that runs, with odd texts
+            count = r.choice((1, 2, 5))
+            plausible = oip.ModelInferRequest(model_name=self.model(), id=self.request_id())
+            plausible.inputs.add(name="text", datatype="BYTES", shape=[count])
+            plausible.raw_input_contents.append(
+                b"".join(struct.pack("<I", len(t)) + t for t in (self.text().encode() for _ in range(count)))
+            )
+            return plausible.SerializeToString()
+        count = r.choice((0, 1, 2, 30, 20_000))
+        infer = oip.ModelInferRequest(
+            model_name=self.model(), model_version=r.choice(("", "", "1", "x")), id=self.request_id()
+        )
+        for _ in range(r.choice((1, 1, 1, 0, 2))):
+            tensor = infer.inputs.add(
+                name=r.choice(("text", "text", "text", "", "label", self.text())),
+                datatype=r.choice(DATATYPES),
+                shape=[count] if r.random() < 0.7 else self.shape(),
+            )
+            if r.random() < 0.6:
+                infer.raw_input_contents.append(self.raw_texts(count if count < 100 else 3))
+            elif r.random() < 0.5:
+                tensor.contents.bytes_contents.extend(self.text().encode() for _ in range(min(count, 50)))
+            else:
+                tensor.contents.fp32_contents.extend(r.choice(DOUBLES) for _ in range(min(count, 50)))
+            if r.random() < 0.2:
+                tensor.parameters["binary_data_size"].int64_param = r.choice(U64[:4])
+        if r.random() < 0.2:
+            infer.raw_input_contents.append(r.randbytes(r.randrange(64)))  # one more than the inputs
+        if r.random() < 0.3:
+            infer.outputs.add(name=r.choice(("label", "probabilities", "", "nope", self.text())))
+        if r.random() < 0.2:
+            infer.parameters["binary_data_output"].bool_param = True
+        return infer.SerializeToString()
+
+    def message(self, path: str) -> bytes:
+        r = self.rng
+        service, method = path.rsplit("/", 1)
+        if service + "/" == OIP:
+            return self.oip_message(method)
         if method == "ListModels":
             return pb.ListModelsRequest().SerializeToString()
         if method == "Classify":

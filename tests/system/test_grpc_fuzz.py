@@ -1,5 +1,6 @@
-"""R5 gRPC fuzzing: hostile messages on every Inference method get only well-defined status codes
-(OK or a client-error code), never UNKNOWN/INTERNAL, and the server stays ready."""
+"""R5 gRPC fuzzing: hostile messages on every method of seqserve.v1.Inference and of the Open Inference
+Protocol's inference.GRPCInferenceService get only well-defined status codes (OK or a client-error code),
+never UNKNOWN/INTERNAL, and the server stays ready."""
 
 from __future__ import annotations
 
@@ -31,9 +32,9 @@ def _raw(data: bytes) -> bytes:
 
 async def call(channel: grpc.aio.Channel, case: Case) -> grpc.StatusCode:
     """Send the raw bytes; read a stream to its end. Returns the final status code."""
-    path = f"/seqserve.v1.Inference/{case.method}"
+    path = case.method
     try:
-        if case.method == "GenerateStream":
+        if case.streams:
             stream = channel.unary_stream(path, request_serializer=_raw, response_deserializer=_raw)
             async for _ in stream(case.payload, timeout=CALL_TIMEOUT_S):
                 pass
