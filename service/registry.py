@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from service import metrics
+from service.chat_template import ChatTemplate
 from service.engine import (
     ClassifierBatcher,
     GenerationEngine,
@@ -50,6 +53,7 @@ class ModelEntry:
     error: str | None = None
     engine: GenerationEngine | None = None
     classifier: ClassifierBatcher | None = None
+    chat_template: ChatTemplate | None = None  # from the manifest's `chat`, for /v1/chat/completions
 
     @property
     def task(self) -> str | None:
@@ -59,6 +63,18 @@ class ModelEntry:
     def provider(self) -> str | None:
         served = self.engine or self.classifier
         return served.provider if served else None
+
+
+def _special_tokens(tokenizer: Tokenizer, manifest: Manifest) -> dict[str, str]:
+    """bos_token, eos_token... as templates written for transformers expect them."""
+    names = {"bos_token": "bos_id", "eos_token": "eos_id", "pad_token": "pad_id", "unk_token": "unk_id"}
+    found = {}
+    for variable, key in names.items():
+        token_id = manifest.tokenizer.get(key)
+        token = tokenizer.id_to_token(int(token_id)) if token_id is not None else None
+        if token is not None:
+            found[variable] = token
+    return found
 
 
 class ModelRegistry:
@@ -115,6 +131,10 @@ class ModelRegistry:
         try:
             if manifest.task == "generate":
                 engine = await asyncio.to_thread(load_generation_model, entry.directory, self.settings)
+                if manifest.chat is not None:  # a template that does not parse refuses the model
+                    entry.chat_template = ChatTemplate.compile(
+                        entry.name, manifest.chat, _special_tokens(engine.tokenizer, manifest)
+                    )
                 await asyncio.to_thread(engine.start)
                 entry.engine = engine
             else:

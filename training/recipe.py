@@ -1,9 +1,10 @@
 """Recipes: the TOML files in training/configs that say how a default model was made.
 
-A recipe has a `name` (the run folder and export name) and five sections: `[data]`, `[tokenizer]`,
+A recipe has a `name` (the run folder and export name) and these sections: `[data]`, `[tokenizer]`,
 `[model]` (its `kind` plus the model dataclass fields, passed through to `training.build`),
-`[optim]` and `[task]`. Typed sections catch a misspelt key before a 20-minute run, not after it.
-The resolved recipe (defaults filled in, overrides applied) is written to each run as config.toml.
+`[optim]`, `[task]` and, for a chat-capable generator, `[chat]`. Typed sections catch a misspelt key
+before a 20-minute run, not after it. The resolved recipe (defaults filled in, overrides applied) is
+written to each run as config.toml.
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
+class ChatConfig:
+    """A generation model's chat template, copied into its manifest at export (docs/artifact-contract.md)
+    so the service can answer /v1/chat/completions with it."""
+
+    template: str = ""  # a Jinja file, relative to training/configs; empty: the model has no chat
+    stop: list[str] = field(default_factory=list)  # stop strings chat requests get when they name none
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole run description, as read from TOML and resolved."""
 
@@ -88,6 +98,7 @@ class Recipe:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
     export_name: str = ""
     export: bool = True  # false: a run other recipes start from (e.g. LM pre-training), not a served model
     export_weights: str = "float32"  # "float16": rounded, stored in half the bytes (half_storage.py)
@@ -112,6 +123,7 @@ class Recipe:
             "model": dict(self.model),
             "optim": dataclasses.asdict(self.optim),
             "task": dataclasses.asdict(self.task),
+            "chat": dataclasses.asdict(self.chat),
         }
 
 
@@ -122,6 +134,7 @@ SECTIONS: dict[str, type] = {
     "tokenizer": TokenizerConfig,
     "optim": OptimConfig,
     "task": TaskConfig,
+    "chat": ChatConfig,
 }
 
 

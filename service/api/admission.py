@@ -37,8 +37,9 @@ class AdmissionMiddleware:
         if name is None:
             await self.app(scope, _replay(first, receive), send)
             return
-        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1") or None
-        record = self.core.begin(scope["path"], request_id)
+        record = self.core.begin(
+            scope["path"], scope.get("state", {}).get("request_id")
+        )  # RequestIdMiddleware
         record.model = name
         error = ApiError(
             ErrorKind.RESOURCE_EXHAUSTED,

@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from tokenizers import Tokenizer
+
 from service import metrics
 from service.api.errors import ApiError, ErrorKind, from_engine_error, invalid
 from service.api.generation import Generation, RequestRecord
 from service.api.schemas import SamplingOptions
+from service.chat_template import ChatTemplate
 from service.engine import (
     Classification,
     EngineStoppedError,
@@ -48,6 +51,16 @@ class ModelView:
     is_default: bool
     parameters: int
     created: int
+
+
+@dataclass(frozen=True)
+class TokenizerView:
+    """What /tokenize and /detokenize need of a model."""
+
+    model: str
+    tokenizer: Tokenizer
+    max_model_len: int | None  # the longest prompt it takes; None for a recurrent model (no limit)
+    chat_template: ChatTemplate | None
 
 
 class InferenceCore:
@@ -204,6 +217,37 @@ class InferenceCore:
                 )
             )
         return views
+
+    def chat_template(self, record: RequestRecord, model: str | None) -> tuple[str, ChatTemplate]:
+        """The generation model and its chat template; 400 naming the model when it has none."""
+        entry = self._entry(model, "generate", record)
+        if entry.chat_template is None:
+            raise invalid(
+                "model",
+                f"{entry.name!r} has no chat template (its manifest has no chat.template); "
+                "use /v1/completions with a prompt",
+            )
+        return entry.name, entry.chat_template
+
+    def tokenizer(self, record: RequestRecord, model: str | None) -> TokenizerView:
+        """Any served model's tokenizer (the default generation model when none is named)."""
+        if self.draining:
+            raise ApiError(ErrorKind.UNAVAILABLE, "the server is shutting down; retry on another replica")
+        name = model or self.registry.default_name("generate") or self.registry.default_name("classify")
+        entry = self.registry.get(name) if name else None
+        if entry is None:
+            raise ApiError(ErrorKind.NOT_FOUND, f"model: {name!r} not found (see /v1/models)", "model")
+        record.model = entry.name
+        if entry.state is not ModelState.READY:
+            why = f": {entry.error}" if entry.error else ""
+            raise ApiError(ErrorKind.UNAVAILABLE, f"model {entry.name!r} is {entry.state.value}{why}")
+        if entry.engine is not None:
+            bound = entry.engine.max_prompt_tokens
+            return TokenizerView(
+                entry.name, entry.engine.tokenizer, bound if bound < 1 << 30 else None, entry.chat_template
+            )
+        assert entry.classifier is not None
+        return TokenizerView(entry.name, entry.classifier.tokenizer, entry.classifier.max_length, None)
 
     # ---- generation ---------------------------------------------------------------------------------
     async def submit(

@@ -42,6 +42,7 @@ def options(params: pb.SamplingParams) -> SamplingOptions:
     values["stop_token_ids"] = list(params.stop_token_ids)
     values["ignore_eos"] = params.ignore_eos
     values["prompt_logprobs"] = params.prompt_logprobs
+    values["logit_bias"] = {str(token): bias for token, bias in params.logit_bias.items()}
     if params.HasField("structured_outputs"):
         values["structured_outputs"] = structured_outputs(params.structured_outputs)
     if params.HasField("response_format"):

@@ -57,7 +57,13 @@ class InferenceServicer:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "request_id: must be at most 128 visible ASCII characters"
             )
-        return rid or metadata.get("x-request-id") or None
+        from_metadata = metadata.get("x-request-id") or ""
+        if not rid and not re.fullmatch(REQUEST_ID_PATTERN, from_metadata):  # as REST's X-Request-Id
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "x-request-id: must be at most 128 visible ASCII characters (no spaces)",
+            )
+        return rid or from_metadata or None
 
     async def _submit(
         self,

@@ -1,17 +1,33 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware, which would buffer streams and hide disconnects):
-the API key check and the request body limit, both before any route runs."""
+the request id, the API key check and the request body limit, all before any route runs."""
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import ApiError, ErrorKind
+from service.api.errors import ApiError, ErrorKind, invalid
+from service.api.schemas import REQUEST_ID_PATTERN
 
-# Probes and scrapes must work without the key: kubelets and Prometheus do not hold it.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+# Probes and scrapes must work without the key: kubelets and Prometheus do not hold it. The API's
+# description stays public too: it holds no data and no model state (those routes need the key),
+# and it is how a client or a person finds out what to send, including that a key is needed.
+OPEN_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+    }
+)
 
 
 async def send_error(
@@ -23,6 +39,37 @@ async def send_error(
     raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": error.kind.http_status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class RequestIdMiddleware:
+    """Every HTTP response carries `X-Request-Id`: the client's header, or a new id. The id is kept in
+    the request's state (`request_id`), where the routes read it for their log line and a body's
+    `request_id` may replace it before the response starts. A header that could not be echoed as a
+    header value (or would flood the log) is refused as a bad field, before anything else runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        state["request_id"] = given if given and re.fullmatch(REQUEST_ID_PATTERN, given) else uuid.uuid4().hex
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", state["request_id"].encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if given and given != state["request_id"]:
+            error = invalid("x-request-id", "must be at most 128 visible ASCII characters (no spaces)")
+            await send_error(send_with_id, error, path=scope["path"])
+            return
+        await self.app(scope, receive, send_with_id)
 
 
 def key_matches(header_value: str | None, api_key: str) -> bool:

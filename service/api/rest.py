@@ -7,20 +7,22 @@ under /v2 (the Open Inference Protocol, rest_oip.py), whose error body is `{"err
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
-from service.api import rest_native, rest_oip, rest_openai
+from service.api import rest_chat, rest_native, rest_oip, rest_openai, rest_tokens
 from service.api.admission import AdmissionMiddleware
 from service.api.core import InferenceCore, ModelView
 from service.api.errors import ApiError, ErrorKind, invalid, is_oip_path
-from service.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware
-from service.api.rest_support import parse_body
+from service.api.middleware import OPEN_PATHS, ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from service.api.rest_support import add_body_schemas, adopt_request_id, parse_body, request_id
 from service.api.schemas import SentimentBody
 from service.settings import Settings
 
@@ -32,16 +34,41 @@ def create_app(core: InferenceCore, settings: Settings) -> FastAPI:
     app.state.core = core
     app.include_router(rest_native.router)
     app.include_router(rest_openai.router)
+    app.include_router(rest_chat.router)
+    app.include_router(rest_tokens.router)
     app.include_router(rest_oip.router)
     _add_routes(app)
     _add_error_handlers(app, settings)
-    # Added last = outermost: the key is checked before a body is read, and the admission check
-    # (inside the body limit) sees the whole body.
+    _add_openapi(app, bool(settings.api_key))
+    # Added last = outermost: the key is checked before a body is read, the admission check (inside
+    # the body limit) sees the whole body, and every response, the refusals of all three included,
+    # carries the request id.
     app.add_middleware(AdmissionMiddleware, core=core, retry_after_s=settings.retry_after_s)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _add_openapi(app: FastAPI, needs_key: bool) -> None:
+    """/openapi.json with the JSON bodies the routes parse themselves, and (with an API key) the
+    bearer scheme every operation but the probes needs, so /docs can send the key."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = add_body_schemas(get_openapi(title=app.title, version=app.version, routes=app.routes))
+            if needs_key:
+                schemes = schema["components"].setdefault("securitySchemes", {})
+                schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+                for path, operations in schema["paths"].items():
+                    if path not in OPEN_PATHS:
+                        for operation in operations.values():
+                            operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _add_routes(app: FastAPI) -> None:
@@ -69,13 +96,13 @@ def _add_routes(app: FastAPI) -> None:
     async def list_models(request: Request) -> dict[str, object]:
         """OpenAI's model list, each entry extended with task, state and the reason a model is not served."""
         core: InferenceCore = request.app.state.core
-        async with core.track("/v1/models"):
+        async with core.track("/v1/models", request_id(request)):
             return {"object": "list", "data": [_model_json(m) for m in core.models()]}
 
     @app.get("/v1/models/{name}")
     async def get_model(name: str, request: Request) -> dict[str, object]:
         core: InferenceCore = request.app.state.core
-        async with core.track("/v1/models"):
+        async with core.track("/v1/models", request_id(request)):
             for m in core.models():
                 if m.name == name:
                     return _model_json(m)
@@ -85,17 +112,16 @@ def _add_routes(app: FastAPI) -> None:
     async def sentiment(request: Request) -> JSONResponse:
         """A label and the probability of every label, per text, batched with other callers' texts."""
         core: InferenceCore = request.app.state.core
-        async with core.track("/v1/sentiment", request.headers.get("x-request-id")) as record:
+        async with core.track("/v1/sentiment", request_id(request)) as record:
             body = await parse_body(request, SentimentBody)
-            if body.request_id:
-                record.request_id = body.request_id
+            adopt_request_id(request, record, body.request_id)
             name, results = await core.classify(record, body.model, body.texts)
             payload = {
                 "id": record.request_id,
                 "model": name,
                 "results": [{"label": r.label, "probabilities": r.probabilities} for r in results],
             }
-            return JSONResponse(payload, headers={"x-request-id": record.request_id})
+            return JSONResponse(payload)
 
 
 def _model_json(m: ModelView) -> dict[str, object]:

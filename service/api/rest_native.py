@@ -15,7 +15,14 @@ from service.api import native
 from service.api.core import InferenceCore
 from service.api.errors import ErrorKind, fields_named_by
 from service.api.generation import Generation
-from service.api.rest_support import EventStream, parse_body, sse, unless_disconnected
+from service.api.rest_support import (
+    EventStream,
+    adopt_request_id,
+    parse_body,
+    request_id,
+    sse,
+    unless_disconnected,
+)
 from service.api.schemas import GenerateBody
 
 ROUTE = "/v1/generate"
@@ -25,10 +32,9 @@ router = APIRouter()
 @router.post(ROUTE)
 async def generate(request: Request) -> Response:
     core: InferenceCore = request.app.state.core
-    async with core.track(ROUTE, request.headers.get("x-request-id")) as record:
+    async with core.track(ROUTE, request_id(request)) as record:
         body = await parse_body(request, GenerateBody)
-        if body.request_id:
-            record.request_id = body.request_id
+        adopt_request_id(request, record, body.request_id)
         with fields_named_by(body.param):
             gen = await core.submit(
                 record,
@@ -38,14 +44,13 @@ async def generate(request: Request) -> Response:
                 stream=body.stream,
                 queue_timeout=body.timeout,
             )
-        headers = {"x-request-id": record.request_id}
         if body.stream:
             record.detached = True  # the stream closes the record when it ends
             return EventStream(_stream(core, gen), on_close=lambda: core.close_generation(gen))
         results = await unless_disconnected(request, gen.results(), gen.cancel)
         if failure := gen.failure():
             raise failure
-        return JSONResponse(native.response(gen, results[0]), headers=headers)
+        return JSONResponse(native.response(gen, results[0]))
 
 
 async def _stream(core: InferenceCore, gen: Generation) -> AsyncIterator[bytes]:

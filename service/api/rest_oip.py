@@ -22,7 +22,15 @@ from service.api.errors import ErrorKind, fields_named_by, invalid
 from service.api.generation import Generation
 from service.api.oip_tensors import Tensor, from_json, from_raw, to_json_data, to_raw
 from service.api.openapi_bodies import json_body, json_or_binary_body
-from service.api.rest_support import EventStream, parse_body, parse_json, sse, unless_disconnected
+from service.api.rest_support import (
+    EventStream,
+    adopt_request_id,
+    parse_body,
+    parse_json,
+    request_id,
+    sse,
+    unless_disconnected,
+)
 from service.api.schemas import OipGenerateBody, OipInferBody, OipInput
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -73,13 +81,12 @@ async def model_ready(request: Request, model_name: str, model_version: str = ""
 @router.post(_VERSION + "/infer", openapi_extra=json_or_binary_body(OipInferBody))
 async def infer(request: Request, model_name: str, model_version: str = "") -> Response:
     core = _core(request)
-    async with core.track("/v2/infer", request.headers.get("x-request-id")) as record:
+    async with core.track("/v2/infer", request_id(request)) as record:
         raw = await request.body()
         header, binary = _split(raw, request.headers.get(HEADER_LENGTH))
         body = parse_json(header, OipInferBody)
         _same_model(body, model_name, model_version)
-        if rid := oip.client_request_id(body.id):
-            record.request_id = rid
+        adopt_request_id(request, record, oip.client_request_id(body.id))
         inputs = _inputs(body.inputs, binary)
         requested = [
             oip.RequestedOutput(o.name, _flag(o.parameters, "binary_data", f"outputs[{i}].parameters"))
@@ -191,10 +198,9 @@ async def generate_stream(request: Request, model_name: str, model_version: str 
 async def _generate(request: Request, model_name: str, model_version: str, stream: bool) -> Response:
     core = _core(request)
     route = "/v2/generate_stream" if stream else "/v2/generate"
-    async with core.track(route, request.headers.get("x-request-id")) as record:
+    async with core.track(route, request_id(request)) as record:
         body = await parse_body(request, OipGenerateBody)
-        if rid := oip.client_request_id(body.id):
-            record.request_id = rid
+        adopt_request_id(request, record, oip.client_request_id(body.id))
         view = oip.find_model(core, model_name, model_version)
         options = oip.generate_options(body.parameters)
         with fields_named_by(oip.generate_param):

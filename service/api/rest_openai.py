@@ -15,7 +15,14 @@ from service.api import openai_format as fmt
 from service.api.core import InferenceCore
 from service.api.errors import ApiError, ErrorKind, fields_named_by
 from service.api.generation import Generation
-from service.api.rest_support import EventStream, parse_body, sse, unless_disconnected
+from service.api.rest_support import (
+    EventStream,
+    json_body,
+    parse_body,
+    request_id,
+    sse,
+    unless_disconnected,
+)
 from service.api.schemas import CompletionBody
 from service.engine import Event, FinishEvent
 
@@ -23,10 +30,10 @@ ROUTE = "/v1/completions"
 router = APIRouter()
 
 
-@router.post(ROUTE)
+@router.post(ROUTE, openapi_extra=json_body(CompletionBody))
 async def completions(request: Request) -> Response:
     core: InferenceCore = request.app.state.core
-    async with core.track(ROUTE, request.headers.get("x-request-id")) as record:
+    async with core.track(ROUTE, request_id(request)) as record:
         body = await parse_body(request, CompletionBody)
         prompts = body.prompts()
         echo = bool(body.echo)
@@ -40,16 +47,14 @@ async def completions(request: Request) -> Response:
                 returns_prompt=echo,
                 queue_timeout=body.timeout,
             )
-        headers = {"x-request-id": record.request_id}
         if body.stream:
             record.detached = True  # the stream closes the record when it ends
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            stream = _stream(core, gen, prompts, echo, body.logprobs, include_usage)
+            stream = _stream(core, gen, prompts, echo, body.logprobs, body.include_usage)
             return EventStream(stream, on_close=lambda: core.close_generation(gen))
         results = await unless_disconnected(request, gen.results(), gen.cancel)
         if failure := gen.failure():
             raise failure
-        return JSONResponse(fmt.response(gen, results, prompts, echo, body.logprobs), headers=headers)
+        return JSONResponse(fmt.response(gen, results, prompts, echo, body.logprobs))
 
 
 async def _stream(

@@ -14,6 +14,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from service.api.errors import ApiError, ErrorKind, from_validation_error, invalid
+from service.api.generation import RequestRecord
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -38,6 +39,18 @@ def parse_json(raw: bytes, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
+
+
+def request_id(request: Request) -> str:
+    """The id RequestIdMiddleware gave this request (the client's X-Request-Id, or a new one)."""
+    return str(request.state.request_id)
+
+
+def adopt_request_id(request: Request, record: RequestRecord, from_body: str | None) -> None:
+    """A body's `request_id` replaces the header's: in the log line, the response and its header."""
+    if from_body:
+        record.request_id = from_body
+        request.state.request_id = from_body
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -86,3 +99,24 @@ class EventStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._on_close()
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` that documents a route's JSON body with its schema model (routes parse bodies
+    themselves, see parse_body); the model is added to the schema's components by rest.py."""
+    BODY_MODELS.add(model)
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+BODY_MODELS: set[type[BaseModel]] = set()
+
+
+def add_body_schemas(schema: dict[str, Any]) -> dict[str, Any]:
+    """Put every json_body model (and the models it refers to) under components.schemas."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in sorted(BODY_MODELS, key=lambda m: m.__name__):
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    return schema

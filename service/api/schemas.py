@@ -8,23 +8,29 @@ length, texts per request) are checked by the core, which knows the settings and
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from service.api.errors import invalid
+from service.api.errors import from_validation_error, invalid
 from service.engine import Constraint, SamplingParams
 from service.engine.limits import (
+    MAX_LOGIT_BIAS,
+    MAX_LOGIT_BIAS_ENTRIES,
     MAX_LOGPROBS,
     MAX_N,
     MAX_PENALTY,
@@ -73,6 +79,33 @@ Logprobs = Annotated[int, Field(ge=0, le=MAX_LOGPROBS)]
 # Seconds a request may wait in the queue before it starts (the server's own limit applies too).
 QueueTimeout = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 ModelName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_valid_unicode)]
+
+
+def _one_logit_bias_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One message for the whole map (which entry, what is wrong), located at `logit_bias` itself:
+    pydantic would otherwise put the client's key into the error's location."""
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        keys = [p for p in err["loc"] if isinstance(p, str) and p != "[key]"]
+        where = f"entry {keys[0][:32]!r}: " if keys else ""
+        raise PydanticCustomError(
+            "logit_bias",
+            "{where}{msg} (give token ids as decimal strings, biases as numbers in [-100, 100])",
+            {"where": where, "msg": err["msg"]},
+        ) from None
+
+
+# OpenAI's shape: {"<token id>": bias}; the engine checks the ids against the model's vocabulary.
+LogitBias = Annotated[
+    dict[
+        Annotated[str, Field(pattern=r"^[0-9]{1,10}$")],
+        Annotated[float, Field(ge=-MAX_LOGIT_BIAS, le=MAX_LOGIT_BIAS, allow_inf_nan=False)],
+    ],
+    Field(max_length=MAX_LOGIT_BIAS_ENTRIES),
+    WrapValidator(_one_logit_bias_error),
+]
 
 
 class _Strict(BaseModel):
@@ -185,6 +218,7 @@ class SamplingOptions(_Strict):
     logprobs: Logprobs | None = None
     prompt_logprobs: bool = False
     min_tokens: MaxTokens = 0
+    logit_bias: LogitBias = Field(default_factory=dict)
     structured_outputs: StructuredOutputs | None = None
     response_format: ResponseFormat | None = None
 
@@ -235,6 +269,7 @@ class SamplingOptions(_Strict):
             logprobs=self.logprobs,
             prompt_logprobs=self.prompt_logprobs,
             min_new_tokens=min(self.min_tokens, max_new_tokens or self.max_tokens),
+            logit_bias={int(token): bias for token, bias in self.logit_bias.items()},
             constraint=self.constraint(),
         )
 
@@ -281,12 +316,11 @@ class StreamOptions(_Strict):
 PromptTokens = Annotated[list[TokenId], Field(min_length=1)]
 
 
-class CompletionBody(_Strict):
-    """POST /v1/completions, OpenAI's legacy completions API plus vLLM-style extensions."""
+class _OpenAISampling(_Strict):
+    """The sampling fields OpenAI's completions and chat completions share, plus vLLM's extensions
+    (sent by the openai client through `extra_body`). A null means "the default", as in OpenAI's API."""
 
     model: ModelName | None = None
-    prompt: Any
-    max_tokens: MaxTokens | None = DEFAULT_MAX_TOKENS
     temperature: Temperature | None = DEFAULT_TEMPERATURE
     top_p: TopP | None = 1.0
     n: N | None = 1
@@ -294,15 +328,10 @@ class CompletionBody(_Strict):
     stream_options: StreamOptions | None = None
     stop: list[StopText] | None = Field(None, max_length=MAX_STOP_STRINGS)
     seed: Seed | None = None
-    logprobs: Logprobs | None = None
-    echo: bool | None = False
     presence_penalty: Penalty | None = 0.0
     frequency_penalty: Penalty | None = 0.0
-    best_of: N | None = None
-    logit_bias: dict[str, float] | None = None
-    suffix: str | None = None
+    logit_bias: LogitBias | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
-    # Extensions (vLLM names), sent by the openai client through `extra_body`.
     top_k: TopK | None = 0
     min_p: MinP | None = 0.0
     repetition_penalty: RepetitionPenalty | None = 1.0
@@ -313,6 +342,59 @@ class CompletionBody(_Strict):
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
     timeout: QueueTimeout | None = None  # our extension: seconds it may wait in the queue
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> _OpenAISampling:
+        both = self.structured_outputs is not None and self.response_format is not None
+        if both and self.response_format.type != "text":  # type: ignore[union-attr]
+            raise _field_error("structured_outputs", "give either structured_outputs or response_format")
+        return self
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def _options(self, max_tokens: int | None, logprobs: int | None, **extra: Any) -> SamplingOptions:
+        given = {
+            "max_tokens": max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "n": self.n,
+            "seed": self.seed,
+            "logprobs": logprobs,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "logit_bias": self.logit_bias,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "stop_token_ids": self.stop_token_ids,
+            "ignore_eos": self.ignore_eos,
+            "min_tokens": self.min_tokens,
+            "response_format": self.response_format,
+            "structured_outputs": self.structured_outputs,
+            **extra,
+        }
+        try:
+            return SamplingOptions(**{k: v for k, v in given.items() if v is not None})
+        except ValidationError as exc:  # rules across fields, e.g. min_tokens above the default max_tokens
+            raise from_validation_error(exc) from None
+
+
+class CompletionBody(_OpenAISampling):
+    """POST /v1/completions, OpenAI's legacy completions API plus vLLM-style extensions."""
+
+    prompt: Any
+    max_tokens: MaxTokens | None = DEFAULT_MAX_TOKENS
+    logprobs: Logprobs | None = None
+    echo: bool | None = False
+    best_of: N | None = None
+    suffix: str | None = None
 
     @field_validator("prompt")
     @classmethod
@@ -336,22 +418,12 @@ class CompletionBody(_Strict):
             detail = f"item {where}: {err['msg']}" if where else err["msg"]
             raise PydanticCustomError("prompt", "{detail}", {"detail": detail}) from None
 
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _one_stop(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
     @model_validator(mode="after")
     def _supported(self) -> CompletionBody:
         if self.suffix:
             raise _field_error("suffix", "not supported")
-        if self.logit_bias:
-            raise _field_error("logit_bias", "not supported")
         if self.best_of is not None and self.best_of != (self.n or 1):
             raise _field_error("best_of", "only best_of == n is supported")
-        both = self.structured_outputs is not None and self.response_format is not None
-        if both and self.response_format.type != "text":  # type: ignore[union-attr]
-            raise _field_error("structured_outputs", "give either structured_outputs or response_format")
         return self
 
     @staticmethod
@@ -369,30 +441,122 @@ class CompletionBody(_Strict):
         return list(p)  # type: ignore[arg-type]
 
     def options(self) -> SamplingOptions:
-        """The shared parameters, with nulls meaning "the default" as in OpenAI's API."""
-        stop = list(self.stop or [])
-        given = {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "n": self.n,
-            "seed": self.seed,
-            "logprobs": self.logprobs,
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-            "top_k": self.top_k,
-            "min_p": self.min_p,
-            "repetition_penalty": self.repetition_penalty,
-            "stop_token_ids": self.stop_token_ids,
-            "ignore_eos": self.ignore_eos,
-            "min_tokens": self.min_tokens,
-            "response_format": self.response_format,
-            "structured_outputs": self.structured_outputs,
-        }
-        values = {k: v for k, v in given.items() if v is not None}
-        # echo + logprobs returns the prompt's token logprobs (how clients score text).
-        values["prompt_logprobs"] = bool(self.echo and self.logprobs is not None)
-        return SamplingOptions(stop=stop, **values)
+        """The shared parameters; echo + logprobs returns the prompt's token logprobs (scoring)."""
+        return self._options(
+            self.max_tokens,
+            self.logprobs,
+            stop=list(self.stop or []),
+            prompt_logprobs=bool(self.echo and self.logprobs is not None),
+        )
+
+
+MAX_MESSAGES = 1024
+ChatRole = Literal["system", "developer", "user", "assistant"]
+SpeakerName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\r\n]+$")]
+
+
+def _text_content(value: Any) -> Any:
+    """OpenAI content is a string or a list of parts; text parts are joined, other kinds refused."""
+    if not isinstance(value, list):
+        return value
+    texts = []
+    for part in value:
+        if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise PydanticCustomError(
+                "content", "only text parts are supported, not '{kind}'", {"kind": str(kind)[:32]}
+            )
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+class ChatTextPart(_Strict):
+    type: Literal["text"]
+    text: Text
+
+
+class ChatMessage(_Strict):
+    """One message; `name` names its speaker where the template uses it."""
+
+    role: ChatRole
+    content: Annotated[Text | list[ChatTextPart], BeforeValidator(_text_content)]
+    name: SpeakerName | None = None
+
+
+class ChatCompletionBody(_OpenAISampling):
+    """POST /v1/chat/completions: OpenAI's chat completions for models with a chat template."""
+
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    # Default: as many as the server allows (OpenAI's chat default is "up to the context").
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    logprobs: bool | None = False
+    top_logprobs: Logprobs | None = None
+    # Accepted only when empty or null: clients that always send them should still work.
+    tools: list[Any] | None = None
+    tool_choice: Literal["none", "auto"] | None = None
+    parallel_tool_calls: bool | None = None
+    # vLLM extension: end the prompt with the assistant's heading (default), or not.
+    add_generation_prompt: bool = True
+
+    @model_validator(mode="after")
+    def _supported(self) -> ChatCompletionBody:
+        if self.tools:
+            raise _field_error("tools", "not supported (no tool calling)")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise _field_error("top_logprobs", "needs logprobs: true")
+        for name in ("max_completion_tokens", "max_tokens"):
+            if getattr(self, name) == 0:
+                raise _field_error(name, "must be >= 1")
+        return self
+
+    def messages_dicts(self) -> list[dict[str, Any]]:
+        """What the template sees: role, content (text), and name when given."""
+        return [m.model_dump(exclude_none=True) for m in self.messages]
+
+    def options(self, default_max_tokens: int, default_stop: Sequence[str]) -> SamplingOptions:
+        """The shared parameters; `default_stop` (the template's) applies when the request names none."""
+        max_tokens = self.max_completion_tokens or self.max_tokens or default_max_tokens
+        logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        stop = list(default_stop) if self.stop is None else list(self.stop)
+        return self._options(max_tokens, logprobs, stop=stop)
+
+    def param(self, engine_field: str) -> str:
+        """The chat's name of an engine parameter: the prompt is the rendered `messages`, and the token
+        limit is whichever of max_completion_tokens and max_tokens the client sent."""
+        if engine_field in PROMPT_FIELDS:
+            return "messages"
+        if engine_field == "max_new_tokens":
+            return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+        return SamplingOptions.api_name(engine_field)
+
+
+class TokenizeBody(_Strict):
+    """POST /tokenize (vLLM's shape): a prompt, or chat messages rendered by the model's template."""
+
+    model: ModelName | None = None
+    prompt: Text | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
+    # Default as vLLM: true for a prompt, false for messages (the template places its own).
+    add_special_tokens: bool | None = None
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeBody:
+        if (self.prompt is None) == (self.messages is None):
+            raise _field_error("prompt", "give exactly one of prompt and messages")
+        return self
+
+    def messages_dicts(self) -> list[dict[str, Any]]:
+        return [m.model_dump(exclude_none=True) for m in self.messages or []]
+
+
+class DetokenizeBody(_Strict):
+    """POST /detokenize (vLLM's shape): token ids back to text."""
+
+    model: ModelName | None = None
+    tokens: list[TokenId]
 
 
 _PROMPT_SHAPE = "must be a string, a non-empty list of strings, or token ids (a list of ints, or of lists)"

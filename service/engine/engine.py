@@ -177,6 +177,12 @@ class GenerationEngine:
             raise InvalidRequestError("max_new_tokens", f"at most {self.max_new_tokens} on this server")
         if params.n > self.runner.max_slots:
             raise InvalidRequestError("n", f"at most {self.runner.max_slots} (the engine's slots)")
+        outside = [t for t, _ in params.logit_bias if t >= self.runner.vocab_size]
+        if outside:
+            vocab = self.runner.vocab_size
+            raise InvalidRequestError(
+                "logit_bias", f"token id {outside[0]} is outside the vocabulary [0, {vocab})"
+            )
         if not self._ready:
             raise EngineStoppedError(f"model {self.name!r} is not ready")
         self._scheduler.check_room()  # before tokenising: a refusal at a full server costs little

@@ -9,3 +9,5 @@ MAX_STOP_TOKEN_IDS = 256
 MAX_LOGPROBS = 20  # top alternatives per token
 MIN_PENALTY, MAX_PENALTY = -2.0, 2.0  # OpenAI's presence and frequency penalties
 SEED_BOUND = 2**64  # seeds are in [0, SEED_BOUND)
+MAX_LOGIT_BIAS = 100.0  # OpenAI's logit_bias: each bias in [-MAX_LOGIT_BIAS, MAX_LOGIT_BIAS]
+MAX_LOGIT_BIAS_ENTRIES = 1024

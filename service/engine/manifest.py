@@ -26,6 +26,8 @@ class Manifest:
     tokenizer: dict[str, Any]
     labels: list[str] | None
     raw: dict[str, Any]
+    # {"template": Jinja text, "stop": [...]} for a generation model that can chat, else None.
+    chat: dict[str, Any] | None = None
 
     @property
     def model_path(self) -> Path:
@@ -63,6 +65,7 @@ def read_manifest(model_dir: Path, verify: bool = True) -> Manifest:
             tokenizer=dict(raw["tokenizer"]),
             labels=raw.get("labels"),
             raw=raw,
+            chat=_chat_section(raw.get("chat"), path),
         )
         manifest.onnx["file"]
         manifest.tokenizer["file"]
@@ -75,6 +78,18 @@ def read_manifest(model_dir: Path, verify: bool = True) -> Manifest:
     if verify:
         verify_files(model_dir, raw.get("files") or {})
     return manifest
+
+
+def _chat_section(chat: Any, path: Path) -> dict[str, Any] | None:
+    """`chat` is optional; when present its template is text and its stop a list of strings."""
+    if chat is None:
+        return None
+    if not isinstance(chat, dict) or not isinstance(chat.get("template"), str) or not chat["template"]:
+        raise ManifestError(f"{path}: chat.template must be a non-empty string (a Jinja template)")
+    stop = chat.get("stop", [])
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 16:
+        raise ManifestError(f"{path}: chat.stop must be a list of at most 16 non-empty strings")
+    return {"template": chat["template"], "stop": list(stop)}
 
 
 def verify_files(model_dir: Path, files: dict[str, Any]) -> None:

@@ -15,8 +15,8 @@ class SamplingParams:
     """How one request is decoded. Defaults are greedy with no penalties and eos as the stop token.
 
     Order of logits processing (the distribution `logprobs` reports, see sampling.py): the
-    constraint's allowed-token mask, repetition penalty, presence/frequency penalties, temperature,
-    top-k, top-p, min-p.
+    constraint's allowed-token mask, repetition penalty, presence/frequency penalties, logit bias,
+    temperature, top-k, top-p, min-p.
     """
 
     max_new_tokens: int = 128
@@ -36,6 +36,8 @@ class SamplingParams:
     prompt_logprobs: bool = False
     min_new_tokens: int = 0
     skip_special_tokens: bool = True
+    # OpenAI's logit_bias: (token id, bias in [-100, 100]) pairs added to the logits; a dict is accepted.
+    logit_bias: tuple[tuple[int, float], ...] = ()
     # Structured output: every sample follows this JSON schema, regex, choice or grammar; its mask is
     # applied before penalties, temperature and truncation, and completing it ends the sample ("stop").
     constraint: Constraint | None = None
@@ -44,6 +46,8 @@ class SamplingParams:
         # Lists from JSON become tuples so params stay hashable and immutable.
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        bias = self.logit_bias.items() if isinstance(self.logit_bias, dict) else self.logit_bias
+        object.__setattr__(self, "logit_bias", tuple(sorted((int(t), float(b)) for t, b in bias)))
         _check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         _check(_finite(self.temperature) and self.temperature >= 0.0, "temperature", "must be >= 0")
         _check(self.top_k >= 0, "top_k", "must be >= 0 (0 disables)")
@@ -76,6 +80,14 @@ class SamplingParams:
             self.logprobs is None or 0 <= self.logprobs <= limits.MAX_LOGPROBS,
             "logprobs",
             f"must be in [0, {limits.MAX_LOGPROBS}]",
+        )
+        bound = limits.MAX_LOGIT_BIAS
+        _check(len(self.logit_bias) <= limits.MAX_LOGIT_BIAS_ENTRIES, "logit_bias", "too many entries")
+        _check(all(t >= 0 for t, _ in self.logit_bias), "logit_bias", "token ids must be >= 0")
+        _check(
+            all(_finite(b) and -bound <= b <= bound for _, b in self.logit_bias),
+            "logit_bias",
+            f"biases must be in [{-bound:g}, {bound:g}]",
         )
         _check(
             0 <= self.min_new_tokens <= self.max_new_tokens,

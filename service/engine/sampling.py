@@ -1,9 +1,10 @@
 """Vectorised logits processing and sampling: one numpy pass for the batch, each row its own parameters.
 
 Order of processing (the same for every row): the structured-output mask (constrained rows: tokens
-off the grammar get -inf) -> repetition penalty (CTRL/HF, over prompt and
-generated tokens) -> presence and frequency penalties (OpenAI, over generated tokens) -> stop-token
-suppression before `min_new_tokens` -> temperature -> top-k -> top-p -> min-p.
+off the grammar get -inf) -> repetition penalty (CTRL/HF, over prompt and generated tokens) ->
+presence and frequency penalties (OpenAI, over generated tokens) -> logit bias (OpenAI, added as
+given; a masked token stays masked) -> stop-token suppression before `min_new_tokens` ->
+temperature -> top-k -> top-p -> min-p.
 Reported logprobs are the log-softmax of that *processed* distribution (the one the token was drawn
 from); greedy rows use temperature 1 for it. Every row draws from its own `numpy.random.Generator`,
 so a seeded request gets the same tokens whatever else shares its batch.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -32,6 +34,12 @@ class SamplingRow:
     suppress_ids: tuple[int, ...]  # stop ids masked while num_generated < min_new_tokens
     plain_greedy: bool = False  # see plain_greedy(): the fast path of sample()
     plain_temperature: bool = False  # see plain_temperature(): the lean float32 draw
+
+    @cached_property
+    def bias_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """logit_bias as (ids, biases) arrays, built once per sequence rather than once per step."""
+        pairs = self.params.logit_bias
+        return np.array([t for t, _ in pairs], dtype=np.int64), np.array([b for _, b in pairs])
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,9 @@ def process_logits(logits: np.ndarray, rows: Sequence[SamplingRow]) -> np.ndarra
         x[pf_rows] -= freq[pf_rows][:, None] * counts + pres[pf_rows][:, None] * (counts > 0)
 
     for i, row in enumerate(rows):
+        if row.params.logit_bias:  # a handful of ids per row: fancy indexing, no dense bias matrix
+            ids, bias = row.bias_arrays
+            x[i, ids] += bias
         if row.suppress_ids and row.num_generated < row.params.min_new_tokens:
             ids = list(row.suppress_ids)
             kept = x[i, ids].copy()
@@ -129,6 +140,7 @@ def plain_greedy(params: SamplingParams) -> bool:
         and p.presence_penalty == 0.0
         and p.frequency_penalty == 0.0
         and p.min_new_tokens == 0
+        and not p.logit_bias
     )
 
 
@@ -145,7 +157,8 @@ _BLOCK = 64  # tokens per block of the two-level CDF search
 
 def plain_temperature(params: SamplingParams) -> bool:
     """Temperature alone shapes the draw: no truncation, penalties, min length or logprobs (the
-    OpenAI defaults with a temperature), so the lean float32 path of `_draw_with_temperature` serves."""
+    OpenAI defaults with a temperature), so the lean float32 path of `_draw_with_temperature` serves.
+    A logit bias changes the logits, so it takes the processed path."""
     p = params
     return (
         not p.greedy
@@ -157,6 +170,7 @@ def plain_temperature(params: SamplingParams) -> bool:
         and p.presence_penalty == 0.0
         and p.frequency_penalty == 0.0
         and p.min_new_tokens == 0
+        and not p.logit_bias
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.server_process import ServerProcess
+from harness.server_process import REPO_ROOT, ServerProcess
 
 GEN_MODEL = "tiny-gpt2"
 RNN_MODEL = "tiny-lstm"
@@ -23,6 +23,11 @@ BROKEN_MODEL = "tiny-broken"
 # Long enough that only a cancel ends it: tests that use it must close their streams.
 # Far more tokens than any test waits for: a tiny RNN on a quiet CPU makes ~20k tokens a second.
 ENDLESS = {"max_tokens": 10_000_000, "ignore_eos": True, "temperature": 0}
+
+
+def committed_chat_section(model: str = "shakespeare-gpt") -> dict:
+    """The `chat` of a committed model's manifest (its play-script template and stop)."""
+    return json.loads((REPO_ROOT / "exported_models" / model / "manifest.json").read_text())["chat"]
 
 
 def copy_model(src: Path, dst: Path, name: str) -> Path:
@@ -39,6 +44,11 @@ def api_models_dir(tiny_model_dir: Callable[..., Path], tmp_path_factory: pytest
     root = tmp_path_factory.mktemp("api-models")
     for kind in ("gpt2", "lstm", "transformer_classifier", "rnn_classifier"):
         copy_model(tiny_model_dir(kind), root / f"tiny-{kind}", f"tiny-{kind}")
+    # The generator chats with the committed Shakespeare template; the LSTM keeps none (chat is a 400).
+    manifest_path = root / GEN_MODEL / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["chat"] = committed_chat_section()
+    manifest_path.write_text(json.dumps(manifest, indent=2))
     # One flipped byte in the graph: its sha256 no longer matches, so the service must refuse it.
     broken = copy_model(tiny_model_dir("gpt2"), root / BROKEN_MODEL, BROKEN_MODEL)
     graph = bytearray((broken / "model.onnx").read_bytes())

@@ -73,6 +73,9 @@ def test_rest_needs_the_bearer_key_but_probes_and_metrics_do_not(limited: Server
             ("POST", "/v1/completions", body),
             ("POST", "/v1/generate", {"prompt": "To be"}),
             ("POST", "/v1/sentiment", {"texts": ["x"]}),
+            ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),
+            ("POST", "/tokenize", {"prompt": "x"}),
+            ("POST", "/detokenize", {"tokens": [1]}),
         ]:
             for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": KEY}):
                 response = anonymous.request(method, path, json=payload, headers=headers)
@@ -84,6 +87,25 @@ def test_rest_needs_the_bearer_key_but_probes_and_metrics_do_not(limited: Server
         assert anonymous.post("/v1/completions", json=body, headers=AUTH).status_code == 200
         v2 = anonymous.get("/v2/models/any")  # the Open Inference Protocol's error shape under /v2
         assert v2.status_code == 401 and isinstance(v2.json()["error"], str)
+
+
+def test_the_api_description_stays_public_and_says_which_operations_need_the_key(
+    limited: ServerProcess,
+) -> None:
+    """Decision: /openapi.json and /docs hold no data or model state, and they are how a client finds
+    out what to send (the key included), so like the probes they need no key."""
+    with httpx.Client(base_url=limited.url, timeout=30.0) as anonymous:
+        schema = anonymous.get("/openapi.json")
+        assert schema.status_code == 200
+        assert anonymous.get("/docs").status_code == 200
+        refused = anonymous.get("/v1/models", headers={"X-Request-Id": "no-key-1"})
+    assert refused.status_code == 401 and refused.headers["x-request-id"] == "no-key-1"
+    spec = schema.json()
+    assert spec["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert spec["paths"]["/v1/chat/completions"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
+    body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/ChatCompletionBody"}
 
 
 def test_grpc_needs_the_key_in_metadata_but_health_does_not(channel: grpc.Channel) -> None:

@@ -41,7 +41,9 @@ COMPLETION_CASES = [
     ({"prompt": "x", "stop": ["a"] * 17}, 400, "stop"),
     ({"prompt": "x", "tempurature": 1}, 400, "tempurature"),
     ({"prompt": "x", "suffix": "y"}, 400, "suffix"),
-    ({"prompt": "x", "logit_bias": {"5": 1}}, 400, "logit_bias"),
+    ({"prompt": "x", "logit_bias": {"5": 101}}, 400, "logit_bias"),
+    # Found by schemathesis: above the default max_tokens (16) this was a 500.
+    ({"prompt": "x", "min_tokens": 100}, 400, "min_tokens"),
     ({"prompt": ""}, 400, "prompt"),
     ({"prompt": []}, 400, "prompt"),
     ({"prompt": 7}, 400, "prompt"),

@@ -62,3 +62,12 @@ def test_malformed_manifests_raise_manifest_error(tmp_path):
         read_manifest(tmp_path)
     with pytest.raises(ManifestError, match="task must be"):
         read_manifest(write_model(tmp_path / "odd", task="translate"))
+
+
+def test_a_chat_section_is_read_and_a_malformed_one_refuses_the_model(tmp_path):
+    chat = {"template": "{{ messages[0].content }}", "stop": ["\n\n"]}
+    assert read_manifest(write_model(tmp_path / "chatty", chat=chat)).chat == chat
+    assert read_manifest(write_model(tmp_path / "plain")).chat is None
+    for i, bad in enumerate([{"template": ""}, {"template": 3}, {"template": "x", "stop": [""]}, "x"]):
+        with pytest.raises(ManifestError, match="chat"):
+            read_manifest(write_model(tmp_path / f"bad-{i}", chat=bad))

@@ -176,6 +176,30 @@ def test_prompt_logprobs_score_each_token_given_its_prefix_across_chunks():
     assert first + second == pytest.approx(expected)
 
 
+def test_logit_bias_is_added_before_temperature_and_only_to_its_row():
+    biased = SamplingParams(temperature=2.0, logit_bias={"5": 3.0, "0": -1.5})
+    x = np.tile(logits_row(), (2, 1))
+    processed = process_logits(x, [row(biased), row(SamplingParams(temperature=2.0))])
+    expected = logits_row().astype(np.float64)
+    expected[5] += 3.0
+    expected[0] -= 1.5
+    np.testing.assert_allclose(processed[0], expected / 2.0, rtol=1e-6)
+    np.testing.assert_allclose(processed[1], logits_row() / 2.0, rtol=1e-6)
+
+
+def test_a_large_logit_bias_forces_or_bans_a_token_even_for_greedy_rows():
+    forced = row(SamplingParams(logit_bias={"9": 100.0}))
+    banned = row(SamplingParams(logit_bias={"0": -100.0}))
+    assert sample(np.tile(logits_row(), (2, 1)), [forced, banned]).tokens.tolist() == [9, 1]
+    assert 0 not in draw(SamplingParams(temperature=1.0, logit_bias={"0": -100.0}), 2000).tolist()
+
+
+@pytest.mark.parametrize("bias", [{"1": 100.5}, {"1": float("nan")}, {"-1": 1.0}])
+def test_logit_bias_out_of_range_names_the_field(bias):
+    with pytest.raises(ValueError, match=r"^logit_bias: "):
+        SamplingParams(logit_bias=bias)
+
+
 def test_only_temperature_rows_take_the_lean_draw() -> None:
     assert plain_temperature(SamplingParams(temperature=0.8))
     for params in (
@@ -185,6 +209,7 @@ def test_only_temperature_rows_take_the_lean_draw() -> None:
         SamplingParams(temperature=0.8, logprobs=0),
         SamplingParams(temperature=0.8, presence_penalty=0.5),
         SamplingParams(temperature=0.8, min_new_tokens=2),
+        SamplingParams(temperature=0.8, logit_bias={"3": 1.0}),
     ):
         assert not plain_temperature(params), params
 

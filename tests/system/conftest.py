@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.server_process import REPO_ROOT, ServerProcess
-from tests.api.conftest import copy_model, start_server
+from tests.api.conftest import committed_chat_section, copy_model, start_server
 
 SOAK = os.environ.get("SEQSERVE_SOAK") == "1"
 
@@ -74,6 +74,11 @@ def system_models(tiny_model_dir: Callable[..., Path], tmp_path_factory: pytest.
         return Models(root, "shakespeare-gpt", "shakespeare-lstm", classify)
     for kind in ("llama", "lstm", "transformer_classifier"):
         copy_model(tiny_model_dir(kind), root / f"tiny-{kind}", f"tiny-{kind}")
+    # The default generator chats (the committed Shakespeare template), so fuzzed chats reach the engine.
+    manifest_path = root / "tiny-llama" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["chat"] = committed_chat_section()
+    manifest_path.write_text(json.dumps(manifest, indent=2))
     return Models(root, "tiny-llama", "tiny-lstm", "tiny-transformer_classifier")
 
 

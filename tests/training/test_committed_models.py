@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from service.engine.manifest import read_manifest
+from training.export.manifest import chat_section
+from training.recipe import load_recipe
 
 EXPORTED = Path(__file__).resolve().parents[2] / "exported_models"
 BUDGET_BYTES = 60 * 1024 * 1024  # every commit of exported_models/ stays in history
@@ -32,3 +34,18 @@ def test_each_manifest_verifies_and_records_its_training(name: str) -> None:
         pretraining = raw["training"]["pretraining"]
         assert pretraining["config"] == f"training/configs/sst2-pretrain-{name[5:]}.toml"
         assert raw["training"]["total_seconds"] <= 20 * 60
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_each_manifest_carries_its_recipes_chat_template(name: str) -> None:
+    """The Shakespeare manifests got their chat section without a re-export (the manifest is not
+    hashed); it must stay what the recipe would write. To refresh one after editing the template:
+    training.export.manifest.write_chat_section(folder, training.export.run.recipe_chat(recipe, folder))."""
+    recipe = load_recipe(EXPORTED.parent / "training" / "configs" / f"{name}.toml")
+    configs = EXPORTED.parent / "training" / "configs"
+    expected = chat_section(
+        configs / recipe.chat.template if recipe.chat.template else None, recipe.chat.stop
+    )
+    assert read_manifest(EXPORTED / name, verify=False).chat == expected
+    if name.startswith("shakespeare-"):
+        assert expected is not None and expected["stop"] == ["\n\n"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -15,6 +16,7 @@ from harness.tiny_models import make_tiny_run
 from service.engine.manifest import read_manifest
 from tests.conftest import REPO_ROOT
 from training.export import ParityError, export_run, parity
+from training.recipe import ChatConfig, load_recipe, recipe_to_toml
 
 CONTRACT_KEYS = {
     "schema_version", "name", "task", "architecture", "parameters", "context_length", "onnx", "tokenizer",
@@ -113,3 +115,18 @@ def test_failed_parity_keeps_the_previous_artifact_and_leaves_no_partial_folder(
         export_run(make_tiny_run(tmp_path / "fresh", "llama", seed=9), target)
     assert manifest_of(target) == before
     assert not (tmp_path / "model.partial").exists()
+
+
+def test_a_recipes_chat_template_is_written_into_the_manifest(tmp_path: Path) -> None:
+    run_dir = make_tiny_run(tmp_path, "gru")
+    recipe = load_recipe(run_dir / "config.toml")
+    chat = ChatConfig(template="chat/play-script.jinja", stop=["\n\n"])
+    (run_dir / "config.toml").write_text(recipe_to_toml(dataclasses.replace(recipe, chat=chat)))
+    folder = export_run(run_dir, tmp_path / "exported")
+    template = (REPO_ROOT / "training" / "configs" / "chat" / "play-script.jinja").read_text()
+    assert manifest_of(folder)["chat"] == {"template": template, "stop": ["\n\n"]}
+    assert read_manifest(folder).chat == {"template": template, "stop": ["\n\n"]}
+    # Without a template (every classifier, most generators) the manifest has no chat at all.
+    assert "chat" not in manifest_of(
+        export_run(make_tiny_run(tmp_path / "plain", "gru"), tmp_path / "plain-x")
+    )

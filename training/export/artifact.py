@@ -126,12 +126,14 @@ def export_model(
     max_cache_len: int | None = None,
     parity_seed: int = 0,
     weights: str = "float32",
+    chat: dict[str, Any] | None = None,
 ) -> Path:
     """Build, verify and publish `out_dir/{model.onnx,tokenizer.json,manifest.json}`; returns out_dir.
 
     `training_record` is `manifest.training_section(...)`'s dict; `append_eos` defaults to True for a
     Transformer classifier (its classification token). Raises `parity.ParityError` above tolerance.
     `weights="float16"` rounds the model's weights in place and stores them in half the bytes.
+    `chat` is `manifest.chat_section(...)`'s dict, for a generation model with a chat template.
     """
     model = model.eval()
     if weights == "float16":
@@ -142,6 +144,8 @@ def export_model(
         log.info("%s: %d initializers stored as float16", name, stored)
     if spec.task == "classify" and not labels:
         raise ValueError("a classifier export needs its label names")
+    if chat is not None and spec.task != "generate":
+        raise ValueError(f"{name}: only a generation model can have a chat template")
     vocab = Tokenizer.from_file(str(tokenizer_path)).get_vocab_size()
     if vocab > spec.vocab_size:
         raise ValueError(f"{name}: the tokenizer has {vocab} tokens but the model only {spec.vocab_size}")
@@ -168,6 +172,7 @@ def export_model(
             metrics={**(metrics or {}), "parity_max_abs_diff": max(diffs.values())},
             training=training_record or mf.training_section(None, [], None, None),
             folder=staging,
+            chat=chat,
         )
         mf.write_manifest(staging, manifest)
     return out_dir

@@ -93,6 +93,28 @@ def training_section(
     }
 
 
+def chat_section(template_path: Path | None, stop: list[str]) -> dict[str, Any] | None:
+    """The manifest's `chat`: the Jinja template's text (the service renders it, sandboxed) and the stop
+    strings a chat request gets when it names none. None for a model without a template."""
+    if template_path is None:
+        return None
+    return {"template": Path(template_path).read_text(encoding="utf-8"), "stop": list(stop)}
+
+
+def write_chat_section(folder: Path, chat: dict[str, Any] | None) -> Path:
+    """Set (or remove) the `chat` of an exported model's manifest without exporting it again: the
+    manifest is not hashed, so the graph and the tokenizer stay as they are."""
+    path = folder / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    fields = {key: value for key, value in manifest.items() if key != "chat"}
+    ordered = {}
+    for key, value in fields.items():
+        ordered[key] = value
+        if key == "labels" and chat is not None:
+            ordered["chat"] = chat
+    return write_manifest(folder, ordered)
+
+
 def build_manifest(
     *,
     name: str,
@@ -106,6 +128,7 @@ def build_manifest(
     metrics: dict[str, Any],
     training: dict[str, Any],
     folder: Path,
+    chat: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full manifest; `files` hashes every other file already written in `folder`."""
     files = {
@@ -113,7 +136,7 @@ def build_manifest(
         for path in sorted(folder.iterdir())
         if path.is_file() and path.name != MANIFEST_FILE
     }
-    return {
+    manifest = {
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "task": task,
@@ -123,10 +146,12 @@ def build_manifest(
         "onnx": onnx_info,
         "tokenizer": tokenizer_info,
         "labels": labels,
+        **({"chat": chat} if chat is not None else {}),
         "metrics": metrics,
         "training": training,
         "files": files,
     }
+    return manifest
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:

@@ -15,8 +15,10 @@ from training.build import load_run_model
 from training.data import REPO_ROOT
 from training.export.artifact import export_model
 from training.export.half_storage import round_weights_to_float16
-from training.export.manifest import training_section
-from training.recipe import load_recipe
+from training.export.manifest import chat_section, training_section
+from training.recipe import Recipe, load_recipe
+
+CONFIGS_DIR = REPO_ROOT / "training" / "configs"
 
 # metrics.json entries that describe the run rather than the model's quality.
 _BOOKKEEPING = {"steps", "seconds", "final_eval_seconds", "best_step", "parameters", "threads"}
@@ -67,6 +69,14 @@ def pretraining_record(model_config: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def recipe_chat(recipe: Recipe, run_dir: Path) -> dict[str, Any] | None:
+    """The manifest's `chat` from the recipe as it is now under training/configs (a template added
+    after training still reaches a re-export), else from the run's own resolved recipe."""
+    source = REPO_ROOT / recipe_source(run_dir, recipe.name)
+    chat = load_recipe(source).chat if source.parent == CONFIGS_DIR else recipe.chat
+    return chat_section(CONFIGS_DIR / chat.template if chat.template else None, chat.stop)
+
+
 def export_run(run_dir: Path, out_dir: Path) -> Path:
     """Read a run folder, export its best weights with parity checks, and write `out_dir`.
 
@@ -108,4 +118,5 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
         labels=model_config.get("labels"),
         append_eos=model_config.get("append_eos"),
         weights=recipe.export_weights,
+        chat=recipe_chat(recipe, run_dir),
     )
