@@ -7,7 +7,6 @@ typed `contents`; outputs always go back in `raw_output_contents`, which is what
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -17,7 +16,7 @@ from service.api import oip
 from service.api.core import InferenceCore
 from service.api.errors import ApiError, invalid
 from service.api.generated.inference import grpc_predict_v2_pb2 as pb
-from service.api.grpc_wire import Malformed, safe_deserializer
+from service.api.grpc_wire import Malformed, unary_handler
 from service.api.middleware import key_matches
 from service.api.oip_tensors import BYTES, NUMERIC, Tensor, check_datatype, element_count, from_raw, to_raw
 from service.settings import Settings
@@ -155,17 +154,16 @@ def _from_contents(given: pb.ModelInferRequest.InferInputTensor, shape: list[int
 def handler(servicer: OipServicer) -> grpc.GenericRpcHandler:
     """Registered by hand (as grpc_server.py does) to use the forgiving deserializer."""
 
-    def unary(method: Callable[..., Awaitable[Any]], req: type, resp: type) -> grpc.RpcMethodHandler:
-        return grpc.unary_unary_rpc_method_handler(
-            method, request_deserializer=safe_deserializer(req), response_serializer=resp.SerializeToString
-        )
-
     methods = {
-        "ServerLive": unary(servicer.ServerLive, pb.ServerLiveRequest, pb.ServerLiveResponse),
-        "ServerReady": unary(servicer.ServerReady, pb.ServerReadyRequest, pb.ServerReadyResponse),
-        "ModelReady": unary(servicer.ModelReady, pb.ModelReadyRequest, pb.ModelReadyResponse),
-        "ServerMetadata": unary(servicer.ServerMetadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
-        "ModelMetadata": unary(servicer.ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-        "ModelInfer": unary(servicer.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
+        "ServerLive": unary_handler(servicer.ServerLive, pb.ServerLiveRequest, pb.ServerLiveResponse),
+        "ServerReady": unary_handler(servicer.ServerReady, pb.ServerReadyRequest, pb.ServerReadyResponse),
+        "ModelReady": unary_handler(servicer.ModelReady, pb.ModelReadyRequest, pb.ModelReadyResponse),
+        "ServerMetadata": unary_handler(
+            servicer.ServerMetadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse
+        ),
+        "ModelMetadata": unary_handler(
+            servicer.ModelMetadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse
+        ),
+        "ModelInfer": unary_handler(servicer.ModelInfer, pb.ModelInferRequest, pb.ModelInferResponse),
     }
     return grpc.method_handlers_generic_handler(SERVICE, methods)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -25,7 +25,7 @@ from service.api.core import InferenceCore
 from service.api.errors import ApiError, fields_named_by
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generation import Generation, RequestRecord
-from service.api.grpc_wire import Malformed, safe_deserializer
+from service.api.grpc_wire import Malformed, safe_deserializer, unary_handler
 from service.api.middleware import key_matches
 from service.api.schemas import REQUEST_ID_PATTERN, native_param
 from service.registry import ModelEntry, ModelState
@@ -152,20 +152,15 @@ class InferenceServicer:
 def _handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
     """Registered by hand (not the generated add_*_to_server) to use the forgiving deserializer."""
 
-    def unary(method: Callable[..., Awaitable[Any]], req: type, resp: type) -> grpc.RpcMethodHandler:
-        return grpc.unary_unary_rpc_method_handler(
-            method, request_deserializer=safe_deserializer(req), response_serializer=resp.SerializeToString
-        )
-
     methods = {
-        "Generate": unary(servicer.Generate, pb.GenerateRequest, pb.GenerateResponse),
+        "Generate": unary_handler(servicer.Generate, pb.GenerateRequest, pb.GenerateResponse),
         "GenerateStream": grpc.unary_stream_rpc_method_handler(
             servicer.GenerateStream,
             request_deserializer=safe_deserializer(pb.GenerateRequest),
             response_serializer=pb.GenerateStreamResponse.SerializeToString,
         ),
-        "Classify": unary(servicer.Classify, pb.ClassifyRequest, pb.ClassifyResponse),
-        "ListModels": unary(servicer.ListModels, pb.ListModelsRequest, pb.ListModelsResponse),
+        "Classify": unary_handler(servicer.Classify, pb.ClassifyRequest, pb.ClassifyResponse),
+        "ListModels": unary_handler(servicer.ListModels, pb.ListModelsRequest, pb.ListModelsResponse),
     }
     return grpc.method_handlers_generic_handler(SERVICE, methods)
 

@@ -7,9 +7,11 @@ walking the wire format.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
@@ -78,3 +80,14 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result, pos
         shift += 7
+
+
+def unary_handler(
+    method: Callable[..., Awaitable[Any]], request_cls: type[Message], response_cls: type[Message]
+) -> grpc.RpcMethodHandler:
+    """A unary RPC registered by hand with the forgiving deserializer (not the generated helper)."""
+    return grpc.unary_unary_rpc_method_handler(
+        method,
+        request_deserializer=safe_deserializer(request_cls),
+        response_serializer=response_cls.SerializeToString,
+    )

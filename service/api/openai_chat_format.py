@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.api.generation import Generation, clean_logprob
+from service.api.openai_format import usage_chunk as completion_usage_chunk
 from service.api.openai_format import usage_dict
 from service.engine import CompletionOutput, GenerationResult
 
@@ -110,11 +111,4 @@ def chunk(
 
 def usage_chunk(gen: Generation) -> dict[str, Any]:
     """The last chunk when stream_options.include_usage is set: no choices, the request's usage."""
-    return {
-        "id": chat_id(gen.record.request_id),
-        "object": CHUNK_OBJECT,
-        "created": gen.created,
-        "model": gen.model,
-        "choices": [],
-        "usage": usage_dict(gen),
-    }
+    return completion_usage_chunk(gen, chat_id(gen.record.request_id), CHUNK_OBJECT)

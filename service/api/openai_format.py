@@ -169,11 +169,12 @@ def chunk(
     return body
 
 
-def usage_chunk(gen: Generation) -> dict[str, Any]:
-    """The last chunk when stream_options.include_usage is set: no choices, the request's usage."""
+def usage_chunk(gen: Generation, chunk_id: str | None = None, object_name: str = OBJECT) -> dict[str, Any]:
+    """The last chunk when stream_options.include_usage is set: no choices, the request's usage
+    (completions by default; chat passes its own id and object name)."""
     return {
-        "id": completion_id(gen.record.request_id),
-        "object": OBJECT,
+        "id": chunk_id or completion_id(gen.record.request_id),
+        "object": object_name,
         "created": gen.created,
         "model": gen.model,
         "choices": [],
