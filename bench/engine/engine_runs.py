@@ -20,7 +20,16 @@ from service.settings import Settings
 
 
 def open_engine(model_dir: Path, max_slots: int, threads: int) -> GenerationEngine:
-    settings = Settings(max_slots=max_slots, intra_op_threads=threads, max_queue=1024, max_new_tokens=4096)
+    # ORT's own thread options, as genai, Optimum and transformers run theirs: this compares engines at
+    # equal threads. The service's default (non-spinning threads, cores less one) is measured by
+    # bench/ceiling beside the service; spinning off here made 2 threads slower than one.
+    settings = Settings(
+        max_slots=max_slots,
+        intra_op_threads=threads,
+        allow_spinning=threads > 1,
+        max_queue=1024,
+        max_new_tokens=4096,
+    )
     engine = load_generation_model(model_dir, settings)
     engine.max_prompt_tokens = engine.runner.max_len or 1 << 30  # the bench may exceed the trained context
     engine.context_length = None  # ... with its prompt and new tokens too (it measures steps, not text)
