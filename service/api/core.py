@@ -141,10 +141,14 @@ class InferenceCore:
 
     def close_generation(self, gen: Generation) -> None:
         """However a stream ended: a generation still running lost its client, so stop it (slot freed
-        at the next step) and log 499; a finished one is closed as it finished."""
+        at the next step) and log 499; a finished one is closed as it finished (its failure's status,
+        else 200). Streams call it after their last message too, so that the log line and metrics
+        are out before the client sees the end."""
         if not gen.done:
             gen.cancel()
             self.end(gen.record, ErrorKind.CANCELLED.http_status, "the client went away")
+        elif failure := gen.failure():
+            self.end(gen.record, failure.kind.http_status, failure.message)
         else:
             self.end(gen.record)
 

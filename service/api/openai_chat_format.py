@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from service.api.generation import Generation, clean_logprob
+from service.api.openai_format import stream_body, usage_dict
 from service.api.openai_format import usage_chunk as completion_usage_chunk
-from service.api.openai_format import usage_dict
 from service.engine import CompletionOutput, GenerationResult
 
 OBJECT = "chat.completion"
@@ -89,24 +89,14 @@ def chunk(
     stop_reason: str | int | None = None,
     with_usage_field: bool = False,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": chat_id(gen.record.request_id),
-        "object": CHUNK_OBJECT,
-        "created": gen.created,
-        "model": gen.model,
-        "choices": [
-            {
-                "index": index,
-                "delta": delta,
-                "logprobs": None if logprobs is None else {"content": logprobs},
-                "finish_reason": finish_reason,
-                "stop_reason": stop_reason,
-            }
-        ],
+    choice = {
+        "index": index,
+        "delta": delta,
+        "logprobs": None if logprobs is None else {"content": logprobs},
+        "finish_reason": finish_reason,
+        "stop_reason": stop_reason,
     }
-    if with_usage_field:
-        body["usage"] = None
-    return body
+    return stream_body(gen, chat_id(gen.record.request_id), CHUNK_OBJECT, [choice], with_usage_field)
 
 
 def usage_chunk(gen: Generation) -> dict[str, Any]:

@@ -149,20 +149,27 @@ def chunk(
     stop_reason: str | int | None = None,
     with_usage_field: bool = False,
 ) -> dict[str, Any]:
+    choice = {
+        "index": index,
+        "text": text,
+        "logprobs": logprobs,
+        "finish_reason": finish_reason,
+        "stop_reason": stop_reason,
+    }
+    return stream_body(gen, completion_id(gen.record.request_id), OBJECT, [choice], with_usage_field)
+
+
+def stream_body(
+    gen: Generation, chunk_id: str, object_name: str, choices: list[dict[str, Any]], with_usage_field: bool
+) -> dict[str, Any]:
+    """The envelope every streamed chunk shares (completions and chat): with `stream_options.
+    include_usage` each chunk carries `usage: null`, and only the last one the counts."""
     body: dict[str, Any] = {
-        "id": completion_id(gen.record.request_id),
-        "object": OBJECT,
+        "id": chunk_id,
+        "object": object_name,
         "created": gen.created,
         "model": gen.model,
-        "choices": [
-            {
-                "index": index,
-                "text": text,
-                "logprobs": logprobs,
-                "finish_reason": finish_reason,
-                "stop_reason": stop_reason,
-            }
-        ],
+        "choices": choices,
     }
     if with_usage_field:
         body["usage"] = None
@@ -172,14 +179,9 @@ def chunk(
 def usage_chunk(gen: Generation, chunk_id: str | None = None, object_name: str = OBJECT) -> dict[str, Any]:
     """The last chunk when stream_options.include_usage is set: no choices, the request's usage
     (completions by default; chat passes its own id and object name)."""
-    return {
-        "id": chunk_id or completion_id(gen.record.request_id),
-        "object": object_name,
-        "created": gen.created,
-        "model": gen.model,
-        "choices": [],
-        "usage": usage_dict(gen),
-    }
+    body = stream_body(gen, chunk_id or completion_id(gen.record.request_id), object_name, [], True)
+    body["usage"] = usage_dict(gen)
+    return body
 
 
 def token_chunk_logprobs(builder: LogprobsBuilder, event: TokenEvent) -> dict[str, Any]:

@@ -97,5 +97,4 @@ async def _stream(
     if include_usage:
         yield sse(fmt.usage_chunk(gen))
     yield sse("[DONE]")
-    failure = gen.failure()
-    core.end(gen.record, failure.kind.http_status if failure else None, failure.message if failure else None)
+    core.close_generation(gen)

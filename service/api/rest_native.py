@@ -67,4 +67,4 @@ async def _stream(core: InferenceCore, gen: Generation) -> AsyncIterator[bytes]:
     if failure is not None and failure.kind is not ErrorKind.INTERNAL:
         yield sse(failure.body())  # stopped by the server: the finish messages say "cancelled"
     yield sse("[DONE]")
-    core.end(gen.record, failure.kind.http_status if failure else None, failure.message if failure else None)
+    core.close_generation(gen)

@@ -235,4 +235,4 @@ async def _stream(core: InferenceCore, gen: Generation, client_id: str | None) -
     failure = gen.failure()
     if failure is not None and failure.kind is not ErrorKind.INTERNAL:
         yield sse(failure.oip_body())
-    core.end(gen.record, failure.kind.http_status if failure else None, failure.message if failure else None)
+    core.close_generation(gen)
