@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import struct
 import tempfile
@@ -171,15 +172,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="texts per request")
     parser.add_argument("--requests", type=int, default=2000, help="requests per round")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: ORT decides)")
+    parser.add_argument("--threads", type=int, default=0, help="ORT threads (0: the service's rule)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
 
     model = json.loads((args.model_dir / "manifest.json").read_text())["name"]
     texts = [TEXTS[i % len(TEXTS)] for i in range(args.batch)]
+    load_before = os.getloadavg()[0]
     with classifier_server(args.model_dir, args.threads) as (url, pid):
         results = measure(url, pid, model, texts, args.concurrency, args.requests, args.repeats)
-    report = {"model": model, "batch": args.batch, "requests_per_round": args.requests, "results": results}
+    report = {
+        "model": model,
+        "batch": args.batch,
+        "requests_per_round": args.requests,
+        "load_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "results": results,
+    }
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ def main() -> None:
             "free_tokens_per_s": round(free, 1),
             "json_schema_tokens_per_s": round(constrained, 1),
             "ratio": round(constrained / free, 3),
+            "load_1m": round(os.getloadavg()[0], 2),  # the machine's load when the model's pair ended
         }
         print(f"{model_dir.name}: {figures[model_dir.name]}", flush=True)
     if args.out:

@@ -120,7 +120,7 @@ def main() -> int:
             "tries": {str(b): protocol.tries(repeats, b) for b in batches},
             "hf_dir": str(built.get("hf_dir", "")),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared), "
-            f"onnxruntime {onnxruntime.__version__}",
+            f"onnxruntime {onnxruntime.__version__}, load {os.getloadavg()[0]:.2f} at the start",
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
         "throughput": {},
