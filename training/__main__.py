@@ -97,12 +97,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_heldout(args: argparse.Namespace) -> int:
     """Score a classifier run once on folds it was neither trained nor selected on."""
-    from training.evaluate import evaluate_heldout
+    from training.evaluate import evaluate_documents, evaluate_heldout
+    from training.recipe import load_recipe
 
-    result = {"run": str(args.run), "folds": args.folds, **evaluate_heldout(args.run, args.folds)}
+    recipe = load_recipe(args.run / "config.toml")
+    windows = recipe.task.long_documents == "windows" or recipe.data.format != "folders"
+    score = evaluate_documents if windows else evaluate_heldout  # windows: pooled as the service pools
+    result = {"run": str(args.run), "folds": args.folds, **score(args.run, args.folds)}
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_pooling(args: argparse.Namespace) -> int:
+    """Choose a windowed classifier's pooling on selection folds and record it for the export."""
+    from training.evaluate import choose_pooling
+
+    print(json.dumps(choose_pooling(args.run, args.folds), indent=1))
     return 0
 
 
@@ -216,6 +228,11 @@ def parser() -> argparse.ArgumentParser:
     ho.add_argument("--folds", required=True, help='e.g. "800-899"')
     ho.add_argument("--out", type=Path, help="also write the result as JSON here")
     ho.set_defaults(handler=cmd_heldout)
+
+    po = commands.add_parser("pooling", help="choose the window pooling of a run on selection folds")
+    po.add_argument("--run", type=Path, required=True)
+    po.add_argument("--folds", required=True, help='e.g. "700-799": documents the run never trained on')
+    po.set_defaults(handler=cmd_pooling)
 
     ex = commands.add_parser("export", help="export a run to exported_models/<name>/")
     ex.add_argument("--run", type=Path, required=True)

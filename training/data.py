@@ -178,6 +178,12 @@ def load_classification_corpus(data: DataConfig) -> ClassificationData:
         dev = read_labelled_folders(data.path, data.classes, parse_folds(data.dev_folds))
     else:
         raise ValueError(f"a classifier reads format 'labelled_lines' or 'folders', not {data.format!r}")
+    if data.extra_train_folders:  # multi-task: e.g. polarity-v2 reviews beside SST-2 sentences
+        if not data.classes or not data.extra_train_folds:
+            raise ValueError("extra_train_folders needs classes and extra_train_folds")
+        train = train + read_labelled_folders(
+            data.extra_train_folders, data.classes, parse_folds(data.extra_train_folds)
+        )
     num_labels = 1 + max(example.label for example in train + dev)
     labels = list(data.labels) or list(data.classes) or [str(index) for index in range(num_labels)]
     if len(labels) < num_labels or min(example.label for example in train + dev) < 0:
@@ -188,5 +194,5 @@ def load_classification_corpus(data: DataConfig) -> ClassificationData:
 def data_paths(data: DataConfig) -> list[str]:
     """The resolved files/folders a recipe read: recorded in metrics.json and the manifest."""
     names = [data.path] if data.format in ("text", "folders") else [data.train, data.dev]
-    names += list(data.extra_train_texts)
+    names += [*data.extra_train_texts, data.extra_train_folders]
     return [str(resolve_data_path(name)) for name in names if name]

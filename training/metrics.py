@@ -101,3 +101,51 @@ def classifier_sums(
         loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
         count += labels.numel()
     return correct, loss, count
+
+
+@torch.no_grad()
+def window_log_probs(
+    model: nn.Module, windows: Sequence[Sequence[int]], pad_id: int, batch_size: int
+) -> list[list[float]]:
+    """Class log-probabilities of each window, in the order given; batches are sorted by length so
+    padding costs little (the models ignore padding, which the test suite checks)."""
+    model.eval()
+    device = module_device(model)
+    order = sorted(range(len(windows)), key=lambda index: len(windows[index]))
+    rows: list[list[float]] = [[] for _ in windows]
+    for first in range(0, len(order), batch_size):
+        chosen = order[first : first + batch_size]
+        width = max(len(windows[index]) for index in chosen)
+        input_ids = torch.full((len(chosen), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chosen), width), dtype=torch.long)
+        for row, index in enumerate(chosen):
+            input_ids[row, : len(windows[index])] = torch.tensor(list(windows[index]), dtype=torch.long)
+            attention_mask[row, : len(windows[index])] = 1
+        output = model(input_ids.to(device), attention_mask.to(device))
+        logits = output[0] if isinstance(output, tuple) else output
+        for row, values in zip(chosen, F.log_softmax(logits.float(), dim=-1).tolist(), strict=True):
+            rows[row] = values
+    return rows
+
+
+def pooled_classifier_sums(
+    model: nn.Module,
+    documents: Sequence[Sequence[Sequence[int]]],
+    labels: Sequence[int],
+    pooling: str,
+    pad_id: int,
+    batch_size: int,
+) -> tuple[int, float, int]:
+    """(correct, summed cross-entropy, documents) when each document is scored as its windows' pooled
+    log-probabilities (training/long_documents.py): the figure the service reproduces."""
+    from training.long_documents import pool_log_probabilities
+
+    flat = [window for document in documents for window in document]
+    rows = window_log_probs(model, flat, pad_id, batch_size)
+    correct, loss, at = 0, 0.0, 0
+    for document, label in zip(documents, labels, strict=True):
+        pooled = pool_log_probabilities(rows[at : at + len(document)], pooling)
+        at += len(document)
+        correct += int(max(range(len(pooled)), key=pooled.__getitem__) == label)
+        loss -= pooled[label]
+    return correct, loss, len(documents)

@@ -32,6 +32,10 @@ class DataConfig:
     labels: list[str] = field(default_factory=list)  # classifier label names, in label-index order
     # LMs: labelled-lines files (e.g. sst2/train.txt) whose texts, labels dropped, join the training text.
     extra_train_texts: list[str] = field(default_factory=list)
+    # Classifiers (multi-task): a folder corpus (classes = its sub-folders, in label order) whose
+    # `extra_train_folds` join the training examples, e.g. polarity-v2 reviews beside SST-2 sentences.
+    extra_train_folders: str = ""
+    extra_train_folds: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,12 @@ class TaskConfig:
     max_tokens: int = 256  # classifiers: longest input kept (an appended EOS included)
     truncation: str = "head"  # classifiers: keep the "head", the "tail" or "head_tail" of a long text
     length_buckets: int = 0  # classifiers: 0 = plain shuffled batches; k = batch pools of k by length
+    # Classifiers, a text longer than max_tokens: "truncate" (by `truncation`) or "windows" of
+    # max_tokens, `window_stride` tokens apart (0: the window's room, no overlap), each trained
+    # with the text's label and, when evaluated or served, pooled by `pooling` (long_documents.py).
+    long_documents: str = "truncate"
+    window_stride: int = 0
+    pooling: str = "mean"
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,7 @@ def export_model(
     parity_seed: int = 0,
     weights: str = "float32",
     chat: dict[str, Any] | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> Path:
     """Build, verify and publish `out_dir/{model.onnx,tokenizer.json,manifest.json}`; returns out_dir.
 
@@ -134,6 +135,7 @@ def export_model(
     Transformer classifier (its classification token). Raises `parity.ParityError` above tolerance.
     `weights="float16"` rounds the model's weights in place and stores them in half the bytes.
     `chat` is `manifest.chat_section(...)`'s dict, for a generation model with a chat template.
+    `preprocessing` is `manifest.preprocessing_section(...)`'s dict, for a classifier.
     """
     model = model.eval()
     if weights == "float16":
@@ -173,6 +175,7 @@ def export_model(
             training=training_record or mf.training_section(None, [], None, None),
             folder=staging,
             chat=chat,
+            preprocessing=preprocessing,
         )
         mf.write_manifest(staging, manifest)
     return out_dir

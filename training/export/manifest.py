@@ -93,6 +93,27 @@ def training_section(
     }
 
 
+def preprocessing_section(
+    max_tokens: int,
+    truncation: str,
+    long_documents: str,
+    window_stride: int,
+    pooling: str,
+    pooling_selection: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A classifier's input policy, exactly as training evaluated it (docs/artifact-contract.md):
+    `max_tokens` per input (an appended EOS included), how a longer text is cut or windowed, and how
+    window log-probabilities are pooled. `window_stride` is resolved to tokens."""
+    return {
+        "max_tokens": max_tokens,
+        "truncation": truncation,
+        "long_documents": long_documents,
+        "window_stride": window_stride,
+        "pooling": pooling,
+        **({"pooling_selection": pooling_selection} if pooling_selection else {}),
+    }
+
+
 def chat_section(template_path: Path | None, stop: list[str]) -> dict[str, Any] | None:
     """The manifest's `chat`: the Jinja template's text (the service renders it, sandboxed) and the stop
     strings a chat request gets when it names none. None for a model without a template."""
@@ -129,6 +150,7 @@ def build_manifest(
     training: dict[str, Any],
     folder: Path,
     chat: dict[str, Any] | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full manifest; `files` hashes every other file already written in `folder`."""
     files = {
@@ -146,6 +168,7 @@ def build_manifest(
         "onnx": onnx_info,
         "tokenizer": tokenizer_info,
         "labels": labels,
+        **({"preprocessing": preprocessing} if preprocessing is not None else {}),
         **({"chat": chat} if chat is not None else {}),
         "metrics": metrics,
         "training": training,

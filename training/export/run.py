@@ -15,7 +15,7 @@ from training.build import load_run_model
 from training.data import REPO_ROOT
 from training.export.artifact import export_model
 from training.export.half_storage import round_weights_to_float16
-from training.export.manifest import chat_section, training_section
+from training.export.manifest import chat_section, preprocessing_section, training_section
 from training.recipe import Recipe, load_recipe
 
 CONFIGS_DIR = REPO_ROOT / "training" / "configs"
@@ -77,6 +77,30 @@ def recipe_chat(recipe: Recipe, run_dir: Path) -> dict[str, Any] | None:
     return chat_section(CONFIGS_DIR / chat.template if chat.template else None, chat.stop)
 
 
+def classifier_preprocessing(recipe: Recipe, run_dir: Path, model_config: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `preprocessing` of a classifier run: its recipe's input policy, the window
+    stride resolved to tokens, and the pooling `training pooling` chose on selection folds, if any."""
+    from training.evaluate import POOLING_FILE
+
+    task = recipe.task
+    max_tokens = task.max_tokens
+    if model_config.get("context_length"):
+        max_tokens = min(max_tokens, int(model_config["context_length"]))
+    room = max_tokens - (1 if model_config.get("append_eos") else 0)
+    chosen_path = run_dir / POOLING_FILE
+    chosen = json.loads(chosen_path.read_text()) if chosen_path.exists() else None
+    return preprocessing_section(
+        max_tokens,
+        task.truncation,
+        task.long_documents,
+        task.window_stride or room,
+        chosen["pooling"] if chosen else task.pooling,
+        {key: chosen[key] for key in ("selection_folds", "selection_accuracy", "documents")}
+        if chosen
+        else None,
+    )
+
+
 def export_run(run_dir: Path, out_dir: Path) -> Path:
     """Read a run folder, export its best weights with parity checks, and write `out_dir`.
 
@@ -119,4 +143,7 @@ def export_run(run_dir: Path, out_dir: Path) -> Path:
         append_eos=model_config.get("append_eos"),
         weights=recipe.export_weights,
         chat=recipe_chat(recipe, run_dir),
+        preprocessing=classifier_preprocessing(recipe, run_dir, model_config)
+        if recipe.kind.endswith("_classifier")
+        else None,
     )

@@ -9,7 +9,7 @@ from tokenizers import Tokenizer
 
 from training.data import load_classification_corpus, load_lm_corpus
 from training.distributed import Ranks
-from training.long_documents import TRUNCATIONS, truncate
+from training.long_documents import LONG_DOCUMENT_MODES, POOLINGS, TRUNCATIONS, split_windows, truncate
 from training.recipe import Recipe
 from training.tasks.base import Task, improved
 from training.tasks.classification import ClassificationTask
@@ -21,7 +21,9 @@ __all__ = [
     "RecurrentLMTask",
     "Task",
     "TransformerLMTask",
+    "classifier_windows",
     "encode_classifier_text",
+    "encode_classifier_windows",
     "improved",
     "make_task",
     "training_texts",
@@ -42,6 +44,40 @@ def encode_classifier_text(
     """Token ids of one example, cut to `max_tokens` (training/long_documents.py), EOS appended if asked."""
     ids = truncate(encode(tokenizer, text), max_tokens - (1 if append_eos else 0), truncation)
     return [*ids, EOS_ID] if append_eos else ids
+
+
+def encode_classifier_windows(
+    tokenizer: Tokenizer,
+    text: str,
+    max_tokens: int,
+    append_eos: bool,
+    truncation: str,
+    long_documents: str = "truncate",
+    window_stride: int = 0,
+) -> list[list[int]]:
+    """The classifier inputs of one text under the preprocessing contract (docs/artifact-contract.md):
+    one truncated input, or windows of `max_tokens` (EOS included) `window_stride` ids apart."""
+    if long_documents not in LONG_DOCUMENT_MODES:
+        raise ValueError(f"long_documents must be one of {LONG_DOCUMENT_MODES}, not {long_documents!r}")
+    if long_documents == "truncate":
+        return [encode_classifier_text(tokenizer, text, max_tokens, append_eos, truncation)]
+    room = max_tokens - (1 if append_eos else 0)
+    windows = split_windows(encode(tokenizer, text), room, window_stride or room)
+    return [[*window, EOS_ID] if append_eos else window for window in windows]
+
+
+def classifier_windows(
+    recipe: Recipe, model_config: dict[str, Any], tokenizer: Tokenizer, text: str
+) -> list[list[int]]:
+    """One text's classifier inputs under a run's recipe: the contract the export records."""
+    task = recipe.task
+    max_tokens = task.max_tokens
+    if recipe.kind == "transformer_classifier":
+        max_tokens = min(max_tokens, int(model_config["context_length"]))
+    append_eos = bool(model_config.get("append_eos", False))
+    return encode_classifier_windows(
+        tokenizer, text, max_tokens, append_eos, task.truncation, task.long_documents, task.window_stride
+    )
 
 
 def _stream(tokenizer: Tokenizer, text: str) -> torch.Tensor:
@@ -84,22 +120,21 @@ def make_task(
         )
     if task.truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, not {task.truncation!r}")
+    if task.pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, not {task.pooling!r}")
     corpus = load_classification_corpus(recipe.data)
-    append_eos = bool(model_config.get("append_eos", False))
-    max_tokens = task.max_tokens
-    if kind == "transformer_classifier":
-        max_tokens = min(max_tokens, int(model_config["context_length"]))
 
-    def ids(examples: list) -> list[list[int]]:
-        return [
-            encode_classifier_text(tokenizer, e.text, max_tokens, append_eos, task.truncation)
-            for e in examples
-        ]
+    def windows(examples: list) -> list[list[list[int]]]:
+        return [classifier_windows(recipe, model_config, tokenizer, example.text) for example in examples]
 
+    train_windows, dev_windows = windows(corpus.train), windows(corpus.dev)
+    # Training: every window is an example with its text's label (one per text when truncating).
     return ClassificationTask(
-        train_ids=ids(corpus.train),
-        train_labels=[example.label for example in corpus.train],
-        dev_ids=ids(corpus.dev),
+        train_ids=[window for text in train_windows for window in text],
+        train_labels=[e.label for e, text in zip(corpus.train, train_windows, strict=True) for _ in text],
+        dev_ids=[text[0] for text in dev_windows],
+        dev_windows=dev_windows,
+        pooling=task.pooling,
         dev_labels=[example.label for example in corpus.dev],
         batch_size=optim.batch_size,
         pad_id=PAD_ID,

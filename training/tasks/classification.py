@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.distributed import Ranks
-from training.metrics import classifier_sums, module_device
+from training.metrics import classifier_sums, module_device, pooled_classifier_sums
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -86,6 +86,8 @@ class ClassificationTask:
         length_buckets: int = 0,
         ranks: Ranks | None = None,
         micro_batch_size: int = 0,
+        dev_windows: Sequence[Sequence[Sequence[int]]] | None = None,
+        pooling: str = "mean",
     ) -> None:
         if not train_ids or not dev_ids:
             raise ValueError("a classification task needs training and dev examples")
@@ -102,6 +104,13 @@ class ClassificationTask:
         self.aux_lm_weight = aux_lm_weight
         self.length_buckets = length_buckets
         self.dev_size = len(dev_ids)
+        # Dev texts longer than one window are scored as the service scores them: windows pooled.
+        self.dev_windows = (
+            [list(windows) for windows in dev_windows]
+            if dev_windows is not None and any(len(windows) > 1 for windows in dev_windows)
+            else None
+        )
+        self.dev_labels, self.pooling, self.eval_batch_size = list(dev_labels), pooling, eval_batch_size
         self.epoch, self.cursor = 0, 0
         self.order = self._epoch_order()
         # Dev batches are built once, sorted by length so padding costs little.
@@ -162,6 +171,12 @@ class ClassificationTask:
 
     def evaluate(self, model: nn.Module, full: bool) -> dict[str, float]:
         part = (self.ranks.rank, self.ranks.world_size)
+        if self.dev_windows is not None:  # pooled documents: computed whole on every rank
+            sums = pooled_classifier_sums(
+                model, self.dev_windows, self.dev_labels, self.pooling, self.pad_id, self.eval_batch_size
+            )
+            correct, loss, count = sums
+            return {self.metric: correct / count, "dev_loss": loss / count}
         correct, loss, count = self.ranks.sum(classifier_sums(model, self.dev_batches, part))
         return {self.metric: correct / count, "dev_loss": loss / count}
 
