@@ -28,6 +28,7 @@ from service.engine import (
     InvalidRequestError,
     QueueFullError,
     RequestHandle,
+    RequestTooLargeError,
 )
 from service.registry import ModelEntry, ModelRegistry, ModelState
 from service.settings import Settings
@@ -325,8 +326,10 @@ class InferenceCore:
 
     # ---- classification -----------------------------------------------------------------------------
     async def classify(
-        self, record: RequestRecord, model: str | None, texts: Sequence[str]
+        self, record: RequestRecord, model: str | None, texts: Sequence[str], field: str = "texts"
     ) -> tuple[str, list[Classification]]:
+        """Classify texts; a refused text or a limit passed names `field` (e.g. `texts[2]`): 400 for
+        a text with nothing to classify, 413 (gRPC RESOURCE_EXHAUSTED) past the size limits."""
         entry = self._entry(model, "classify", record)
         classifier = entry.classifier
         assert classifier is not None
@@ -339,6 +342,14 @@ class InferenceCore:
             return entry.name, await classifier.classify(texts)
         except (QueueFullError, EngineStoppedError) as exc:
             raise from_engine_error(exc) from None
+        except InvalidRequestError as exc:
+            param = field + exc.field.removeprefix("texts")
+            kind = (
+                ErrorKind.PAYLOAD_TOO_LARGE
+                if isinstance(exc, RequestTooLargeError)
+                else ErrorKind.INVALID_ARGUMENT
+            )
+            raise ApiError(kind, f"{param}: {exc.rule}", param) from None
 
 
 _TASK_NOUN = {"generate": "generation", "classify": "classification"}

@@ -142,7 +142,7 @@ async def infer(
     limit = core.settings.max_texts_per_request
     if len(text_input) > limit:
         raise invalid("inputs[0].shape", f"at most {limit} texts per request")
-    name, results = await core.classify(record, view.name, texts(text_input, "inputs[0]"))
+    name, results = await core.classify(record, view.name, texts(text_input, "inputs[0]"), "inputs[0].data")
     n = len(results)
     outputs = []
     if not wanted or LABEL_OUTPUT in wanted:

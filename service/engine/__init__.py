@@ -57,6 +57,7 @@ from service.engine.errors import (
     ModelIntegrityError,
     PromptTooLongError,
     QueueFullError,
+    RequestTooLargeError,
 )
 from service.engine.loader import load_classifier, load_generation_model
 from service.engine.manifest import Manifest, read_manifest
@@ -97,6 +98,7 @@ __all__ = [
     "PromptTooLongError",
     "QueueFullError",
     "RequestHandle",
+    "RequestTooLargeError",
     "SamplingParams",
     "TokenEvent",
     "Usage",

@@ -1,5 +1,11 @@
-"""Dynamic batching for classifiers (as in Triton): a batch closes at `max_batch` texts or when its
-oldest text has waited `max_delay`; texts of similar length are grouped so padding stays small."""
+"""Dynamic batching for classifiers (as in Triton): a batch closes at `max_batch` inputs or when its
+oldest input has waited `max_delay`; inputs of similar length are grouped so padding stays small.
+
+A batcher that is idle (nothing queued, nothing running) dispatches what arrives at once: waiting
+for company only pays when others are already arriving, and a lone caller should not pay `max_delay`.
+A text longer than the model's input becomes several windows (service/engine/preprocessing.py); each
+window is an input that rides in the same dynamic batches as other texts', and the text's answer is
+its windows' outputs pooled as the manifest says."""
 
 from __future__ import annotations
 
@@ -14,7 +20,13 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from service import metrics
-from service.engine.errors import EngineStoppedError, QueueFullError
+from service.engine.errors import (
+    EngineStoppedError,
+    InvalidRequestError,
+    QueueFullError,
+    RequestTooLargeError,
+)
+from service.engine.preprocessing import InputPolicy
 from service.engine.runtime import ModelSession
 
 log = logging.getLogger(__name__)
@@ -41,7 +53,7 @@ class BatchRecord:
 class _Item:
     ids: np.ndarray
     enqueued_at: float
-    future: asyncio.Future[tuple[str, np.ndarray]]
+    future: asyncio.Future[np.ndarray]
     loop: asyncio.AbstractEventLoop
 
 
@@ -62,6 +74,9 @@ class ClassifierBatcher:
         max_delay_ms: float = 5.0,
         max_queue: int = 1024,
         on_batch: Callable[[BatchRecord], None] | None = None,
+        policy: InputPolicy | None = None,
+        max_windows_per_text: int = 16,
+        max_tokens_per_request: int = 65536,
     ) -> None:
         self.name = name
         self.session = session
@@ -69,7 +84,10 @@ class ClassifierBatcher:
         self.labels = list(labels)
         self.pad_id = pad_id
         self.eos_id = eos_id if append_eos else None
-        self.max_length = max_length
+        self.policy = policy or InputPolicy(max_tokens=max_length)
+        self.max_length = self.policy.max_tokens
+        self.max_windows_per_text = max_windows_per_text
+        self.max_tokens_per_request = max_tokens_per_request
         self.max_batch = max_batch
         self.max_delay = max_delay_ms / 1000.0
         self.max_queue = max_queue
@@ -77,6 +95,8 @@ class ClassifierBatcher:
         self._pending: list[_Item] = []
         self._cond = threading.Condition()
         self._running = False
+        self._busy = False  # the worker is running a batch
+        self._dispatch_now = False  # work arrived at an idle batcher: no reason to wait for company
         self._thread: threading.Thread | None = None
         self._labels = {"model": name}
         metrics.MODEL_READY.labels(**self._labels).set(0)
@@ -100,34 +120,58 @@ class ClassifierBatcher:
         self._thread.start()
         metrics.MODEL_READY.labels(**self._labels).set(1)
 
-    def encode(self, text: str) -> np.ndarray:
-        """Token ids as the classifier was trained: truncated to fit, `<|eos|>` appended when asked."""
+    def encode(self, text: str, field: str = "texts[0]") -> list[np.ndarray]:
+        """The model inputs of one text as the classifier was trained (the manifest's policy): one
+        input, or its windows, each ending with `<|eos|>` when the model appends it.
+
+        A text with no letter or digit (empty, whitespace, punctuation) carries no sentiment the
+        models were trained on, so it is refused (HTTP 400 naming `field`) rather than labelled."""
+        if not any(char.isalnum() for char in text):
+            raise InvalidRequestError(field, "must contain at least one letter or digit")
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        room = self.max_length - (1 if self.eos_id is not None else 0)
-        ids = ids[:room]
-        if self.eos_id is not None:
-            ids = [*ids, self.eos_id]
-        if not ids:
-            ids = [self.pad_id]  # an empty text still needs one position; its mask row stays valid
-        return np.asarray(ids, dtype=np.int64)
+        inputs = self.policy.inputs(ids, self.eos_id)
+        if len(inputs) > self.max_windows_per_text:
+            raise RequestTooLargeError(
+                field,
+                f"{len(ids)} tokens make {len(inputs)} windows of {self.max_length}; "
+                f"at most {self.max_windows_per_text} windows per text",
+            )
+        return [np.asarray(piece, dtype=np.int64) for piece in inputs]
 
     async def classify(self, texts: Sequence[str]) -> list[Classification]:
-        """Classify texts (batched with other callers' texts); raises QueueFullError when saturated."""
+        """Classify texts (batched with other callers' texts); raises QueueFullError when saturated,
+        InvalidRequestError naming `texts[i]` for a text refused, RequestTooLargeError past a limit."""
         loop = asyncio.get_running_loop()
+        per_text = [self.encode(text, f"texts[{index}]") for index, text in enumerate(texts)]
+        tokens = sum(len(piece) for pieces in per_text for piece in pieces)
+        if tokens > self.max_tokens_per_request:
+            raise RequestTooLargeError(
+                "texts", f"{tokens} model tokens in all; at most {self.max_tokens_per_request} per request"
+            )
         now = time.perf_counter()
-        items = [_Item(self.encode(t), now, loop.create_future(), loop) for t in texts]
+        items = [[_Item(piece, now, loop.create_future(), loop) for piece in pieces] for pieces in per_text]
+        flat = [item for group in items for item in group]
         with self._cond:
             if not self._running:
                 raise EngineStoppedError(f"classifier {self.name!r} is not running")
-            if len(self._pending) + len(items) > self.max_queue:
+            if len(self._pending) + len(flat) > self.max_queue:
                 raise QueueFullError(f"classifier {self.name!r}: queue is full ({self.max_queue})")
-            self._pending.extend(items)
+            if not self._pending and not self._busy:
+                self._dispatch_now = True
+            self._pending.extend(flat)
             self._cond.notify()
-        results = await asyncio.gather(*(item.future for item in items))
-        return [
-            Classification(label, {lab: float(p) for lab, p in zip(self.labels, probs, strict=True)})
-            for label, probs in results
-        ]
+        rows = await asyncio.gather(*(item.future for item in flat))
+        results, at = [], 0
+        for group in items:
+            probs = self.policy.pool(np.stack(rows[at : at + len(group)]))
+            at += len(group)
+            results.append(
+                Classification(
+                    self.labels[int(np.argmax(probs))],
+                    {label: float(p) for label, p in zip(self.labels, probs, strict=True)},
+                )
+            )
+        return results
 
     async def stop(self, drain_timeout: float = 25.0) -> None:
         """Finish what is queued (the worker drains before exiting), then join the thread."""
@@ -160,12 +204,14 @@ class ClassifierBatcher:
                 if not self._pending:
                     return
                 deadline = self._pending[0].enqueued_at + self.max_delay
-                while self._running and len(self._pending) < self.max_batch:
+                # An idle batcher dispatches at once; company is awaited only under load.
+                while not self._dispatch_now and self._running and len(self._pending) < self.max_batch:
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         break
                     self._cond.wait(left)
                 batch = self._take_batch_locked()
+                self._busy, self._dispatch_now = True, False
             self._process(batch)
 
     def _process(self, batch: list[_Item]) -> None:
@@ -180,20 +226,25 @@ class ClassifierBatcher:
             probs = self._run(ids, mask)
         except Exception as exc:  # one failed batch fails its callers, not the worker
             log.exception("classifier %s failed a batch", self.name)
+            self._set_idle()
             for it in batch:
                 it.loop.call_soon_threadsafe(_set_exception, it.future, exc)
             return
         done = time.perf_counter()
+        self._set_idle()  # before the hand-over: a caller's next request finds the batcher idle
         for row, it in enumerate(batch):
-            result = (self.labels[int(np.argmax(probs[row]))], probs[row])
             # Observed before the hand-over: a caller who got its result finds it counted.
             metrics.CLASSIFIER_LATENCY.labels(**self._labels).observe(done - it.enqueued_at)
-            it.loop.call_soon_threadsafe(_set_result, it.future, result)
+            it.loop.call_soon_threadsafe(_set_result, it.future, probs[row])
         metrics.CLASSIFIER_BATCH_SIZE.labels(**self._labels).observe(len(batch))
         if self.on_batch is not None:
             self.on_batch(
                 BatchRecord(len(batch), length, started - batch[0].enqueued_at, started, done - started)
             )
+
+    def _set_idle(self) -> None:
+        with self._cond:
+            self._busy = False
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.session.run({"input_ids": ids, "attention_mask": mask})["probabilities"]

@@ -26,6 +26,11 @@ class InvalidRequestError(EngineError, ValueError):
         self.rule = rule
 
 
+class RequestTooLargeError(InvalidRequestError):
+    """Past a size limit (windows per text, tokens per request): HTTP 413 / RESOURCE_EXHAUSTED, naming
+    the field, so a client knows to split the request rather than fix a value."""
+
+
 class PromptTooLongError(InvalidRequestError):
     """The prompt has more tokens than the model's context or the configured limit (HTTP 400)."""
 

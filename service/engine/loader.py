@@ -14,6 +14,7 @@ from service.engine.engine import GenerationEngine
 from service.engine.errors import ManifestError
 from service.engine.kv_cache import KVCacheSpec
 from service.engine.manifest import Manifest, read_manifest
+from service.engine.preprocessing import policy_from_manifest
 from service.engine.recurrent_runner import RecurrentRunner
 from service.engine.runner import ModelRunner
 from service.engine.runtime import ModelSession
@@ -102,6 +103,7 @@ def load_classifier(model_dir: Path, settings: Settings) -> ClassifierBatcher:
         raise ManifestError(
             f"{manifest.name}: not a classifier (task {manifest.task!r}, labels {manifest.labels})"
         )
+    policy = policy_from_manifest(manifest.raw, manifest.context_length)  # before the session: fail fast
     session = open_session(manifest, settings)
     tok = manifest.tokenizer
     return ClassifierBatcher(
@@ -112,8 +114,11 @@ def load_classifier(model_dir: Path, settings: Settings) -> ClassifierBatcher:
         pad_id=int(tok.get("pad_id", 0)),
         eos_id=tok.get("eos_id"),
         append_eos=bool(tok.get("append_eos", False)),
-        max_length=int(manifest.context_length or 512),
+        max_length=policy.max_tokens,
         max_batch=settings.classifier_max_batch,
         max_delay_ms=settings.classifier_max_delay_ms,
         max_queue=max(settings.max_queue * settings.classifier_max_batch, settings.classifier_max_batch),
+        policy=policy,
+        max_windows_per_text=settings.classifier_max_windows_per_text,
+        max_tokens_per_request=settings.classifier_max_tokens_per_request,
     )

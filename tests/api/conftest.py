@@ -20,6 +20,15 @@ RNN_MODEL = "tiny-lstm"
 CLF_MODEL = "tiny-transformer_classifier"
 RNN_CLF_MODEL = "tiny-rnn_classifier"
 BROKEN_MODEL = "tiny-broken"
+# The Transformer classifier read in windows of 8 ids (EOS included), 6 apart, pooled by the mean.
+WINDOWED_CLF_MODEL = "tiny-windowed"
+WINDOWED = {
+    "max_tokens": 8,
+    "truncation": "head",
+    "long_documents": "windows",
+    "window_stride": 6,
+    "pooling": "mean",
+}
 # Long enough that only a cancel ends it: tests that use it must close their streams.
 # Far more tokens than any test waits for: a tiny RNN on a quiet CPU makes ~20k tokens a second.
 ENDLESS = {"max_tokens": 10_000_000, "ignore_eos": True, "temperature": 0}
@@ -49,6 +58,12 @@ def api_models_dir(tiny_model_dir: Callable[..., Path], tmp_path_factory: pytest
     manifest = json.loads(manifest_path.read_text())
     manifest["chat"] = committed_chat_section()
     manifest_path.write_text(json.dumps(manifest, indent=2))
+    windowed = copy_model(
+        tiny_model_dir("transformer_classifier"), root / WINDOWED_CLF_MODEL, WINDOWED_CLF_MODEL
+    )
+    manifest = json.loads((windowed / "manifest.json").read_text())
+    manifest["preprocessing"] = WINDOWED
+    (windowed / "manifest.json").write_text(json.dumps(manifest, indent=2))
     # One flipped byte in the graph: its sha256 no longer matches, so the service must refuse it.
     broken = copy_model(tiny_model_dir("gpt2"), root / BROKEN_MODEL, BROKEN_MODEL)
     graph = bytearray((broken / "model.onnx").read_bytes())

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness.server_process import ServerProcess
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
-from tests.api.conftest import BROKEN_MODEL, CLF_MODEL, GEN_MODEL, RNN_MODEL
+from tests.api.conftest import BROKEN_MODEL, CLF_MODEL, GEN_MODEL, RNN_MODEL, WINDOWED_CLF_MODEL
 
 PROMPT = "To be, or not"
 TIMEOUT = 30.0
@@ -161,6 +161,31 @@ def test_classify_errors_name_the_field(stub: pb_grpc.InferenceStub) -> None:
         stub.Classify(pb.ClassifyRequest(texts=[]), timeout=TIMEOUT)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details().startswith("texts")
+
+
+@pytest.mark.parametrize(
+    ("texts", "code", "field"),
+    [
+        (["fine", "  ?! "], "INVALID_ARGUMENT", "texts[1]"),  # nothing to classify: as REST's 400
+        (["word " * 400], "RESOURCE_EXHAUSTED", "texts[0]"),  # too many windows: as REST's 413
+    ],
+)
+def test_classify_refuses_what_rest_refuses_with_the_matching_code(
+    stub: pb_grpc.InferenceStub, texts: list[str], code: str, field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Classify(pb.ClassifyRequest(model=WINDOWED_CLF_MODEL, texts=texts), timeout=TIMEOUT)
+    assert caught.value.code() == getattr(grpc.StatusCode, code)
+    assert caught.value.details().startswith(field + ":")
+
+
+def test_classify_pools_long_texts_as_rest_does(stub: pb_grpc.InferenceStub, http: httpx.Client) -> None:
+    texts = ["a fine film, though slow; the ending makes up for it.", "dull"]
+    reply = stub.Classify(pb.ClassifyRequest(model=WINDOWED_CLF_MODEL, texts=texts), timeout=TIMEOUT)
+    rest = http.post("/v1/sentiment", json={"model": WINDOWED_CLF_MODEL, "texts": texts}).json()["results"]
+    for got, want in zip(reply.results, rest, strict=True):
+        assert got.label == want["label"]
+        assert dict(got.probabilities) == pytest.approx(want["probabilities"], abs=1e-6)
 
 
 def test_invalid_utf8_in_a_string_field_is_invalid_argument_naming_it(channel: grpc.Channel) -> None:

@@ -30,7 +30,8 @@ def test_batched_probabilities_equal_torch_one_text_at_a_time(kind, tiny_model):
 
     results = asyncio.run(classify())
     for text, result in zip(TEXTS, results, strict=True):
-        ids = batcher.encode(text)[None, :]
+        (ids,) = batcher.encode(text)  # a short text: one input
+        ids = ids[None, :]
         expected = classifier_probabilities(model, ids, np.ones_like(ids))[0]
         got = [result.probabilities[label] for label in batcher.labels]
         assert got == pytest.approx(expected.tolist(), abs=1e-5)
