@@ -13,7 +13,17 @@ import onnxruntime as ort
 
 from service.engine.runtime import DeviceBuffer
 
-_ONNX_ELEMENT_TYPES = {np.dtype(np.float32): 1, np.dtype(np.float16): 10, np.dtype(np.float64): 11}
+# ONNX TensorProto element types of every buffer dtype the engine holds (KV caches: float32, float16,
+# int8; RNN state: float32, float16).
+_ONNX_ELEMENT_TYPES = {
+    np.dtype(np.float32): 1,
+    np.dtype(np.uint8): 2,
+    np.dtype(np.int8): 3,
+    np.dtype(np.int32): 6,
+    np.dtype(np.int64): 7,
+    np.dtype(np.float16): 10,
+    np.dtype(np.float64): 11,
+}
 _IR_VERSION = 8
 _OPSET = 13
 

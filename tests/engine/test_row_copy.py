@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from service.engine.row_copy import RowCopier, identity_model
 from service.engine.runtime import DeviceBuffer
@@ -12,6 +13,17 @@ def test_copies_exactly_one_row_in_place():
     assert np.array_equal(buffer.host[1], before[3])
     untouched = [0, 2, 3, 4]
     assert np.array_equal(buffer.host[untouched], before[untouched])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int8, np.uint8])
+def test_copies_rows_of_every_cache_dtype(dtype):
+    """float16 (the GPU variant's cache) and int8 (the quantized cache) move by the same Identity."""
+    buffer = DeviceBuffer((3, 2, 8, 4), dtype, "cpu")
+    buffer.host[:] = np.random.default_rng(1).integers(-100, 100, size=buffer.shape).astype(dtype)
+    before = buffer.host.copy()
+    RowCopier(np.dtype(dtype), 4, "cpu").copy(buffer, 0, 2)
+    assert np.array_equal(buffer.host[2], before[0])
+    assert np.array_equal(buffer.host[:2], before[:2])
 
 
 def test_hand_encoded_identity_model_is_valid_onnx():
