@@ -44,9 +44,10 @@ class ModelSession:
         allow_spinning: bool = False,
         optimized_model_path: Path | None = None,
         variant: ModelVariant | None = None,
+        profile_prefix: Path | None = None,
     ) -> None:
-        """`optimized_model_path` makes ORT write the graph as optimized for its providers there
-        (placement.py reads the node placement and the Memcpy nodes from it)."""
+        """`optimized_model_path` makes ORT write the graph as optimized for its providers there, and
+        `profile_prefix` turns on ORT's profiler (placement.py reads both: Memcpy nodes, node providers)."""
         if provider not in _PROVIDERS:
             raise ValueError(f"provider: must be one of {sorted(_PROVIDERS)}, got {provider!r}")
         options = ort.SessionOptions()
@@ -58,6 +59,9 @@ class ModelSession:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if optimized_model_path is not None:
             options.optimized_model_filepath = str(optimized_model_path)
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile_prefix)
         self.model_path = Path(model_path)
         self.variant = variant
         self.session = ort.InferenceSession(
@@ -156,6 +160,7 @@ def open_variant_session(
     intra_op_threads: int = 0,
     allow_spinning: bool = False,
     optimized_model_path: Path | None = None,
+    profile_prefix: Path | None = None,
 ) -> ModelSession:
     """The session of the variant that matches the provider really in use.
 
@@ -177,6 +182,7 @@ def open_variant_session(
                     allow_spinning,
                     optimized_model_path,
                     variant,
+                    profile_prefix,
                 )
             except Exception as exc:  # ORT raises its own Fail/RuntimeException types
                 reason = f"opening {variant.file} on CUDA failed: {exc}"
@@ -202,4 +208,5 @@ def open_variant_session(
         allow_spinning,
         optimized_model_path,
         variant,
+        profile_prefix,
     )
