@@ -125,7 +125,9 @@ class DeviceBuffer:
     the object alive for as long as a binding may point at it (ORT holds no reference to raw pointers).
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, device: str) -> None:
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, device: str, zeroed: bool = False) -> None:
+        """`zeroed` fills device memory with zeros (host memory always starts zeroed); a KV cache
+        needs no zeros (stale rows are never attended to), an RNN state's zero rows start sequences."""
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.device = device
@@ -135,9 +137,13 @@ class DeviceBuffer:
             self.ptr = self.host.ctypes.data
         else:
             self.host = None
-            self._ortvalue = ort.OrtValue.ortvalue_from_shape_and_type(
-                list(self.shape), self.dtype, device, 0
-            )
+            if zeroed:
+                zeros = np.zeros(self.shape, dtype=self.dtype)
+                self._ortvalue = ort.OrtValue.ortvalue_from_numpy(zeros, device, 0)
+            else:
+                self._ortvalue = ort.OrtValue.ortvalue_from_shape_and_type(
+                    list(self.shape), self.dtype, device, 0
+                )
             self.ptr = self._ortvalue.data_ptr()
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
