@@ -67,11 +67,7 @@ def kv_cache_dtype(manifest: Manifest, session: ModelSession) -> str:
     """
     variant = session.variant or manifest.variant(session.provider)
     past = "past_key_values.0.key"
-    stated = (
-        variant.input_dtype(past)
-        or variant.kv_cache_dtype
-        or (manifest.onnx.get("kv_cache") or {}).get("dtype")
-    )
+    stated = variant.input_dtype(past) or variant.kv_cache_dtype or (variant.kv_cache or {}).get("dtype")
     actual = session.input_dtype(past).name if past in session.input_names else None
     if stated and actual and str(stated) != actual:
         raise ManifestError(
@@ -83,13 +79,15 @@ def kv_cache_dtype(manifest: Manifest, session: ModelSession) -> str:
 def build_runner(
     manifest: Manifest, session: ModelSession, max_slots: int | None, kv_budget_bytes: int = 1 << 30
 ) -> ModelRunner:
-    """A KV-cache runner for Transformers (`onnx.kv_cache`), a state runner for RNNs (`onnx.state`).
+    """A KV-cache runner for Transformers (`kv_cache`), a state runner for RNNs (`state`), from the
+    loaded variant's manifest entry (the `onnx` section's when the entry does not say).
 
     `max_slots` None sizes the slots from `kv_budget_bytes` (capacity.slot_count). The cache rows
     are as long as the graph declares its past (a fixed dimension of the exported graph).
     """
-    kv = manifest.onnx.get("kv_cache")
-    state = manifest.onnx.get("state")
+    variant = session.variant or manifest.variant(session.provider)
+    kv = variant.kv_cache
+    state = variant.state
     vocab = _vocab_size(manifest)
     if kv:
         max_len = int(kv["max_len"])

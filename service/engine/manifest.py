@@ -27,6 +27,8 @@ class ModelVariant:
     kv_cache_dtype: str | None
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    kv_cache: dict[str, Any] | None = None  # this graph's cache geometry (the `onnx` section's if unsaid)
+    state: dict[str, Any] | None = None
 
     def input_dtype(self, name: str) -> str | None:
         """The dtype the manifest gives a graph input (`float32`, `float16`, `int8`, ...), if it does."""
@@ -71,6 +73,8 @@ class Manifest:
                 kv_cache_dtype=str(kv["dtype"]) if kv.get("dtype") else None,
                 inputs=dict(self.onnx.get("inputs") or {}),
                 outputs=dict(self.onnx.get("outputs") or {}),
+                kv_cache=self.onnx.get("kv_cache"),
+                state=self.onnx.get("state"),
             )
         return ModelVariant(
             provider=provider if provider in variants else "cpu",
@@ -79,6 +83,8 @@ class Manifest:
             kv_cache_dtype=str(entry["kv_cache_dtype"]) if entry.get("kv_cache_dtype") else None,
             inputs=dict(entry.get("inputs") or {}),
             outputs=dict(entry.get("outputs") or {}),
+            kv_cache=entry.get("kv_cache", self.onnx.get("kv_cache")),
+            state=entry.get("state", self.onnx.get("state")),
         )
 
     def variant_path(self, variant: ModelVariant) -> Path:

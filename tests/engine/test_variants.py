@@ -36,6 +36,7 @@ def test_manifest_variants_resolve_per_provider(variants_dir: Path) -> None:
         "int8",
         "int8",
     )
+    assert cuda.kv_cache["dtype"] == "int8" and manifest.variant("cpu").kv_cache["dtype"] == "float32"
 
 
 def test_without_variants_every_provider_gets_the_top_level_graph(tiny_model) -> None:
