@@ -34,6 +34,16 @@ def test_each_manifest_verifies_and_records_its_training(name: str) -> None:
         pretraining = raw["training"]["pretraining"]
         assert pretraining["config"] == f"training/configs/sst2-pretrain-{name[5:]}.toml"
         assert raw["training"]["total_seconds"] <= 20 * 60
+        # The input policy training evaluated under: its recipe's window, which every SST-2 dev
+        # sentence fits, so windows change nothing the dev figure measured (docs/sentiment.md).
+        recipe = load_recipe(EXPORTED.parent / raw["training"]["config"])
+        policy = raw["preprocessing"]
+        assert policy["max_tokens"] == min(recipe.task.max_tokens, raw["context_length"] or 1 << 30)
+        assert policy["truncation"] == recipe.task.truncation and policy["long_documents"] in (
+            "windows",
+            "truncate",
+        )
+        assert policy["pooling"] in ("mean", "max") and "selection_folds" in policy["selection"]
 
 
 @pytest.mark.parametrize("name", DEFAULTS)

@@ -194,6 +194,8 @@ def test_pretraining_never_reads_sst2_dev_or_the_polarity_evaluation_folds() -> 
         assert lm_name in recipes, f"{classifier.name} starts from a run no recipe makes"
         if classifier.data.format == "labelled_lines":
             assert (classifier.data.train, classifier.data.dev) == ("sst2/train.txt", "sst2/dev.txt")
+            if classifier.data.extra_train_folders:  # multi-task: review windows, never the test folds
+                assert max(parse_folds(classifier.data.extra_train_folds)) < 700
         else:  # polarity: folds 800-899 are evaluated only after training, never trained or selected on
             assert (
                 max(parse_folds(classifier.data.train_folds) | parse_folds(classifier.data.dev_folds)) < 800

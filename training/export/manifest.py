@@ -99,7 +99,7 @@ def preprocessing_section(
     long_documents: str,
     window_stride: int,
     pooling: str,
-    pooling_selection: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A classifier's input policy, exactly as training evaluated it (docs/artifact-contract.md):
     `max_tokens` per input (an appended EOS included), how a longer text is cut or windowed, and how
@@ -110,7 +110,7 @@ def preprocessing_section(
         "long_documents": long_documents,
         "window_stride": window_stride,
         "pooling": pooling,
-        **({"pooling_selection": pooling_selection} if pooling_selection else {}),
+        **({"selection": selection} if selection else {}),
     }
 
 
@@ -120,6 +120,20 @@ def chat_section(template_path: Path | None, stop: list[str]) -> dict[str, Any] 
     if template_path is None:
         return None
     return {"template": Path(template_path).read_text(encoding="utf-8"), "stop": list(stop)}
+
+
+def write_preprocessing_section(folder: Path, preprocessing: dict[str, Any]) -> Path:
+    """Set a published classifier's `preprocessing` without exporting it again (the manifest is not
+    hashed): how the committed models received the input policy they had been evaluated under."""
+    path = folder / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    ordered: dict[str, Any] = {}
+    for key, value in manifest.items():
+        if key != "preprocessing":
+            ordered[key] = value
+        if key == "labels":
+            ordered["preprocessing"] = preprocessing
+    return write_manifest(folder, ordered)
 
 
 def write_chat_section(folder: Path, chat: dict[str, Any] | None) -> Path:
