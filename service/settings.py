@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     # Texts in one classify request (the classifier batches them with other callers').
     max_texts_per_request: int = Field(256, ge=1)
     # A long text becomes windows (the model's preprocessing); past these, 413 naming the field.
-    classifier_max_windows_per_text: int = Field(16, ge=1)
+    classifier_max_windows_per_text: int = Field(64, ge=1)
     classifier_max_tokens_per_request: int = Field(65536, ge=1)
     # Seconds a client is told to wait (Retry-After) when the queue is full.
     retry_after_s: int = Field(1, ge=0)
