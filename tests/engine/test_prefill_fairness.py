@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from harness.tiny_models import load_tiny_torch_model, torch_reference_greedy
-from service.engine import GenerationEngine, TokenEvent
+from service.engine import GenerationEngine, PromptTooLongError, TokenEvent
+from service.settings import Settings
 from tests.engine.engine_helpers import make_engine, request, run
 
 NEW_TOKENS = 12
@@ -73,5 +74,32 @@ def test_a_short_request_gets_its_first_token_while_a_long_prompt_is_still_prefi
 
     try:
         run(go())
+    finally:
+        run(engine.stop(5))
+
+
+def test_a_recurrent_model_has_a_default_prompt_limit_naming_the_field(tiny_model):
+    # A recurrent model has no context to bound its prompt: the setting's default does.
+    engine = make_engine(tiny_model("lstm"), warmup=False)
+    try:
+        assert engine.max_prompt_tokens == Settings().recurrent_max_prompt_tokens
+    finally:
+        run(engine.stop(5))
+    engine = make_engine(tiny_model("lstm"), warmup=False, recurrent_max_prompt_tokens=64)
+
+    async def submit(ids: list[int]) -> None:
+        engine.submit(request(ids, max_new_tokens=1))
+
+    try:
+        with pytest.raises(PromptTooLongError) as refused:
+            run(submit(prompts_of((65,))[0]))
+        assert refused.value.field == "prompt_token_ids" and "64" in refused.value.rule
+        run(submit(prompts_of((64,))[0]))  # at the limit: accepted
+    finally:
+        run(engine.stop(5))
+    # The general setting, when given, bounds recurrent models too.
+    engine = make_engine(tiny_model("lstm"), warmup=False, max_prompt_tokens=100)
+    try:
+        assert engine.max_prompt_tokens == 100
     finally:
         run(engine.stop(5))
