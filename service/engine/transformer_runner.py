@@ -54,6 +54,7 @@ class TransformerRunner:
         self._has_position_ids = "position_ids" in session.input_names
         self._logits_dtype = session.output_dtype("logits")
         self._logits = np.zeros((max_slots, 1, vocab_size), dtype=self._logits_dtype)
+        self._step_logits = self._logits[:, 0]  # a [max_slots, vocab] view
         self._ids = np.zeros((max_slots, 1), dtype=np.int64)  # decode inputs, reused every step
         self._mask = np.zeros(max_slots * spec.max_len, dtype=np.int64)
         self._positions = np.arange(spec.max_len, dtype=np.int64)[None, :]
@@ -103,7 +104,7 @@ class TransformerRunner:
         is the position its next chunk overwrites. Either way no cached token is disturbed.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        high = int(rows.max()) + 1
+        high = max(rows.tolist()) + 1  # a list's max: a numpy reduction costs more at a few rows
         lengths = self.cache.lengths[:high]
         longest = self._longest
         if longest is None or high != self._decode_rows or longest > self.max_len:
@@ -136,7 +137,7 @@ class TransformerRunner:
         self.session.run_binding(binding)
         self.cache.lengths[rows] += 1
         self._longest = longest + 1
-        return self._logits[rows, 0].copy()
+        return self._step_logits[rows]  # fancy indexing copies: the buffer is reused next step
 
     def prefill(
         self, rows: Sequence[int], chunks: Sequence[np.ndarray], all_logits: Sequence[bool]
