@@ -344,7 +344,7 @@ class Scheduler:
         seqs = list(batch.seqs)
         rows, tokens = batch.slots[: len(seqs)].copy(), batch.tokens[: len(seqs)].copy()
         each = self._rows_alone(
-            exc, len(seqs), lambda i: self.runner.decode(rows[i : i + 1], tokens[i : i + 1])[0]
+            exc, len(seqs), lambda i: self.runner.decode(rows[i : i + 1], tokens[i : i + 1])[0].copy()
         )
         failed = [i for i, out in enumerate(each) if isinstance(out, str)]
         _settle(masks)

@@ -55,6 +55,7 @@ class TransformerRunner:
         self._logits_dtype = session.output_dtype("logits")
         self._logits = np.zeros((max_slots, 1, vocab_size), dtype=self._logits_dtype)
         self._step_logits = self._logits[:, 0]  # a [max_slots, vocab] view
+        self._rows_logits = np.zeros((max_slots, vocab_size), dtype=self._logits_dtype)  # what decode returns
         self._ids = np.zeros((max_slots, 1), dtype=np.int64)  # decode inputs, reused every step
         self._mask = np.zeros(max_slots * spec.max_len, dtype=np.int64)
         self._positions = np.arange(spec.max_len, dtype=np.int64)[None, :]
@@ -137,7 +138,9 @@ class TransformerRunner:
         self.session.run_binding(binding)
         self.cache.lengths[rows] += 1
         self._longest = longest + 1
-        return self._step_logits[rows]  # fancy indexing copies: the buffer is reused next step
+        # The rows' logits in their order, into a buffer of its own (no allocation per step); valid
+        # until the next call, which overwrites it.
+        return np.take(self._step_logits, rows, axis=0, out=self._rows_logits[: len(rows)])
 
     def prefill(
         self, rows: Sequence[int], chunks: Sequence[np.ndarray], all_logits: Sequence[bool]
