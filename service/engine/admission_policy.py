@@ -6,14 +6,15 @@ Pure functions of plain numbers, so the policy is unit-tested without a model (T
 Admission is FIFO by slots: the head starts when its `n` samples find free slots, and nobody
 overtakes it (a large `n` is not starved by a stream of small requests).
 
-Prefill shares a per-step budget of prompt tokens. The oldest prefilling request always gets a
-share (so it progresses whatever arrives after it); the other places go to the requests with the
-fewest tokens left, so a short prompt that arrives while a long one is being prefilled gets its
-first token within a step or two instead of waiting for the whole long prompt (vLLM's chunked
-prefill shares its token budget the same way). The budget is then split max-min fairly ("water
-filling"): a row that needs less than an equal share takes only what it needs and leaves the rest
-to the others. Rows get at least `min_chunk` tokens each (fewer only when that finishes them), so
-a step never splits the budget into many tiny model runs.
+Prefill shares a per-step budget of prompt tokens. The oldest prefilling request takes up to half
+of it, so it progresses whatever arrives after it. The rest goes to the other requests with the
+fewest tokens left, each taking all it needs while the budget lasts (shortest remaining first), so a
+short prompt that arrives while a long one is being prefilled gets its first token within a step
+instead of waiting for the whole long prompt, and a burst of equal prompts completes whole prompts
+(one batched run of fresh rows) rather than splitting every prompt into slivers. A request other
+than the oldest gets no chunk smaller than `min_chunk` unless that chunk finishes it, which bounds
+the model runs per step; what is left over goes back to the oldest. vLLM's chunked prefill shares
+its token budget between running and waiting requests in the same spirit.
 """
 
 from __future__ import annotations
@@ -58,33 +59,24 @@ def admit(waiting: Sequence[WaitingRequest], free_slots: int, cancel_all: bool =
 def prefill_chunks(remaining: Sequence[int], budget: int, min_chunk: int) -> list[int]:
     """Tokens each prefilling request runs this step (0: it waits); `remaining` is oldest first.
 
-    At most `budget // min_chunk` requests (at least one) take part: the oldest, then the shortest.
-    The sum is at most `budget`, and every request with tokens left that takes part gets at least
-    min(its remaining, min_chunk).
+    The sum is at most `budget`; at most `budget // min_chunk` requests (at least one) take part.
     """
     count = len(remaining)
-    if count == 0 or budget <= 0:
-        return [0] * count
-    places = max(1, budget // max(1, min_chunk))
-    by_need = sorted(range(1, count), key=lambda i: (remaining[i], i))
-    chosen = [0, *by_need[: places - 1]]
     chunks = [0] * count
-    # Water filling: the smallest needs are met in full while an equal share covers them.
-    left = budget
-    pending = sorted(chosen, key=lambda i: (remaining[i], i))
-    while pending:
-        share = left // len(pending)
-        need = remaining[pending[0]]
-        if need <= share:
-            chunks[pending[0]] = need
-            left -= need
-            pending.pop(0)
-            continue
-        # Everyone left needs more than an equal share: split what is left evenly, oldest first for
-        # the odd tokens.
-        pending.sort()
-        extra = left - share * len(pending)
-        for rank, i in enumerate(pending):
-            chunks[i] = min(remaining[i], share + (1 if rank < extra else 0))
-        break
+    if count == 0 or budget <= 0:
+        return chunks
+    places = max(1, budget // max(1, min_chunk))
+    chunks[0] = min(remaining[0], max(1, budget // 2))
+    left = budget - chunks[0]
+    taking = 1
+    for i in sorted(range(1, count), key=lambda j: (remaining[j], j)):
+        if left <= 0 or taking >= places:
+            break
+        take = min(remaining[i], left)
+        if take < remaining[i] and take < min_chunk:
+            break  # a sliver that would not finish it: better left to the oldest
+        chunks[i] = take
+        left -= take
+        taking += 1
+    chunks[0] += min(left, remaining[0] - chunks[0])
     return chunks

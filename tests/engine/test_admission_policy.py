@@ -1,5 +1,5 @@
 """The admission policy on its own: FIFO admission by slots, and the per-step prompt-token budget
-shared among the requests being prefilled (oldest always served, then the shortest, max-min fair)."""
+shared among the requests being prefilled (up to half to the oldest, the rest shortest first)."""
 
 from __future__ import annotations
 
@@ -41,18 +41,25 @@ def test_a_short_prompt_behind_a_long_one_is_prefilled_whole_at_once():
     assert prefill_chunks([100_000, 20], budget=512, min_chunk=64) == [492, 20]
 
 
-def test_long_prompts_split_the_budget_evenly_and_the_odd_tokens_go_to_the_oldest():
-    assert prefill_chunks([5000, 5000, 5000], budget=512, min_chunk=64) == [171, 171, 170]
+def test_a_burst_of_equal_prompts_completes_whole_prompts_in_arrival_order():
+    # Four 128-token prompts fit 512: all four whole, in one step (not eight half prompts).
+    assert prefill_chunks([128] * 6, budget=512, min_chunk=64) == [128, 128, 128, 128, 0, 0]
 
 
-def test_the_oldest_always_progresses_and_the_shortest_fill_the_other_places():
-    # 4 places (512 // 128): the oldest, then the three with the fewest tokens left.
+def test_long_prompts_give_the_oldest_half_and_the_next_the_rest():
+    assert prefill_chunks([5000, 5000, 5000], budget=512, min_chunk=64) == [256, 256, 0]
+
+
+def test_the_oldest_always_progresses_and_the_shortest_fill_the_rest():
+    # 4 places (512 // 128): the oldest, then the shortest while the budget lasts.
     remaining = [9000, 300, 50, 8000, 60, 7000]
-    chunks = prefill_chunks(remaining, budget=512, min_chunk=128)
-    assert chunks[0] > 0
-    assert chunks[3] == chunks[5] == 0
-    assert chunks[2] == 50 and chunks[4] == 60
-    assert sum(chunks) == 512
+    assert prefill_chunks(remaining, budget=512, min_chunk=128) == [256, 146, 50, 0, 60, 0]
+
+
+def test_a_sliver_is_not_handed_out_the_oldest_takes_it():
+    # After the oldest's half and a 200-token prompt, 56 tokens are left: less than min_chunk and
+    # not enough to finish the 1000-token prompt, so they go to the oldest.
+    assert prefill_chunks([9000, 1000, 200], budget=512, min_chunk=64) == [312, 0, 200]
 
 
 @pytest.mark.parametrize(
