@@ -57,6 +57,7 @@ class TransformerRunner:
         self._step_logits = self._logits[:, 0]  # a [max_slots, vocab] view
         self._rows_logits = np.zeros((max_slots, vocab_size), dtype=self._logits_dtype)  # what decode returns
         self._ids = np.zeros((max_slots, 1), dtype=np.int64)  # decode inputs, reused every step
+        self._ids_flat = self._ids.reshape(max_slots)  # the same memory, one id per row
         self._mask = np.zeros(max_slots * spec.max_len, dtype=np.int64)
         self._positions = np.arange(spec.max_len, dtype=np.int64)[None, :]
         self._decode_binding = session.io_binding()
@@ -113,9 +114,11 @@ class TransformerRunner:
         if longest > self.max_len:
             raise RuntimeError("a row is at the end of its KV buffer; the scheduler must stop it first")
         width = min(-(-longest // MASK_WIDTH_STEP) * MASK_WIDTH_STEP, self.max_len)
-        ids = self._ids[:high]
-        ids.fill(self.pad_id)
-        ids[rows, 0] = tokens
+        packed = high == len(rows)  # rows are distinct: then they are exactly [0, high), no hole
+        ids = self._ids_flat
+        if not packed:
+            ids[:high].fill(self.pad_id)
+        ids.put(rows, tokens)
         mask = self._mask[: high * width].reshape(high, width)  # contiguous [high, width] in the buffer
         # Each row (dummy rows too) counts its cached tokens plus the one it runs now.
         np.less_equal(self._positions[:, :width], lengths[:, None], out=mask, casting="unsafe")
@@ -136,11 +139,15 @@ class TransformerRunner:
             binding.bind_input("attention_mask", "cpu", 0, np.int64, [high, width], self._mask.ctypes.data)
             self._mask_shape = (high, width)
         self.session.run_binding(binding)
-        self.cache.lengths[rows] += 1
+        if packed:
+            lengths += 1  # a view of [0, high): cheaper than indexing by rows
+        else:
+            self.cache.lengths[rows] += 1
         self._longest = longest + 1
         # The rows' logits in their order, into a buffer of its own (no allocation per step); valid
-        # until the next call, which overwrites it.
-        return np.take(self._step_logits, rows, axis=0, out=self._rows_logits[: len(rows)])
+        # until the next call, which overwrites it. The method, not np.take (a Python wrapper), and
+        # mode "clip" (the rows are in range), since numpy buffers `out` in its default mode.
+        return self._step_logits.take(rows, 0, self._rows_logits[: len(rows)], "clip")
 
     def prefill(
         self, rows: Sequence[int], chunks: Sequence[np.ndarray], all_logits: Sequence[bool]
