@@ -72,9 +72,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--venv", type=Path, default=environment.DEFAULT_VENV)
     parser.add_argument("--no-install", action="store_true", help="run the steps with this python as is")
     parser.add_argument("--wheelhouse", type=Path, help="install from this folder of wheels, not PyPI")
+    parser.add_argument(
+        "--print-requirements",
+        action="store_true",
+        help="what the venv installs (for a --wheelhouse), then exit",
+    )
     parser.add_argument("--install-timeout-s", type=float, default=300.0)
     parser.add_argument("--deadline-s", type=float, default=570.0, help="the whole run, install included")
     return parser.parse_args(argv)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the step and the servers it started (they drain), SIGKILL if that takes too long."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def run_step(python: str, step: str, args: argparse.Namespace, work: Path, env: dict, limit: float) -> dict:
@@ -98,13 +113,10 @@ def run_step(python: str, step: str, args: argparse.Namespace, work: Path, env: 
     proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True)
     try:
         proc.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    except (subprocess.TimeoutExpired, KeyboardInterrupt) as exc:
+        _stop_group(proc)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
         return {
             "status": "failed",
             "seconds": time.monotonic() - started,
@@ -121,6 +133,9 @@ def run_step(python: str, step: str, args: argparse.Namespace, work: Path, env: 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.print_requirements:
+        print("\n".join(environment.requirements(with_cuda_wheels=bool(environment.system_cuda_missing()))))
+        return 0
     progress = Progress()
     dry = args.provider == "cpu" or args.quick
     out = args.out or (REPO_ROOT / "bench" / "results" / ("tmp/gpu-dry" if dry else ""))
@@ -132,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GPU CHECK FAILED before installing anything: {problem}", file=sys.stderr, flush=True)
         return 2
     progress(f"provider {args.provider}{' (quick)' if args.quick else ''}; GPUs {facts.get('gpus', '-')}")
-    python, env = sys.executable, dict(os.environ, PYTHONUNBUFFERED="1")
+    # Hermetic as the servers are (harness.server_process): no SEQSERVE_* of this shell reaches a step.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")} | {"PYTHONUNBUFFERED": "1"}
+    python = sys.executable
     if args.provider == "cuda" and not args.no_install:
         try:
             python = str(

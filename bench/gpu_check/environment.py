@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,23 @@ def requirements(with_cuda_wheels: bool) -> list[str]:
     return serving + list(pyproject["project"]["optional-dependencies"][EXTRA])
 
 
+def index_problem(timeout_s: float = 10.0) -> str | None:
+    """Why pip could not reach its package index, or None. Asked before pip, which would otherwise
+    retry for minutes on a machine with no network before it fails."""
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{index}/onnxruntime-gpu/", timeout=timeout_s) as response:
+            response.read(1)
+    except (OSError, ValueError) as exc:
+        return (
+            f"cannot reach the package index {index} ({exc}): give --wheelhouse DIR (the wheels of "
+            "`python3 -m bench.gpu_check --print-requirements`, fetched with `pip download -d DIR` on a "
+            "machine with PyPI and the same Python and platform) or --no-install with a python that "
+            "already has onnxruntime-gpu"
+        )
+    return None
+
+
 def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
@@ -91,14 +109,19 @@ def ensure_venv(venv: Path, wheelhouse: Path | None, timeout_s: float, log) -> P
     if stamp.exists() and stamp.read_text().strip() == digest and python.exists():
         log(f"venv {venv} is up to date")
         return python
+    if wheelhouse is None:
+        problem = index_problem()
+        if problem:
+            raise OSError(problem)
     log(
-        f"installing into {venv}: onnxruntime-gpu, onnxruntime-genai-cuda and the project"
+        f"installing into {venv}: onnxruntime-gpu, onnxruntime-genai-cuda and the serving dependencies"
         + (f" (with NVIDIA's CUDA wheels: this machine lacks {', '.join(missing)})" if missing else "")
     )
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     source = ["--no-index", "--find-links", str(wheelhouse)] if wheelhouse else []
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *source]
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--retries", "2"]
+    pip += source
     # The project's dependencies only: the steps and the servers run from the repository root, which
     # puts the checkout's `service` and `bench` on the path, and installing the project itself would
     # bring the CPU onnxruntime back through its own dependency list.
