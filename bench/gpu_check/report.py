@@ -89,25 +89,25 @@ def _step_sections(steps: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     placed = _result(steps, "placement")
     if placed:
-        lines += ["", "## Placement and copies", ""]
+        lines += ["", "## Placement and copies (one decode step, or one classifier batch)", ""]
         lines += _table(
             [
                 "model",
                 "file",
                 "nodes by provider",
                 "not on the device",
-                "Memcpy in graph",
+                "Memcpy nodes",
                 "copies / step",
                 "KV copies / step",
             ],
             [
                 [
                     m,
-                    f"{r['file']} ({r['chosen_by']})",
+                    f"{r['variant_file']} ({r['provider']})",
                     r["nodes_by_provider"],
                     r["off_device_ops"] or "-",
-                    r["memcpy_nodes_in_graph"],
-                    r["copies_per_step"],
+                    len(r["memcpy_nodes"]),
+                    r["memcpy_per_decode_step"],
                     r.get("kv_copies_per_step", "n/a"),
                 ]
                 for m, r in placed.items()

@@ -1,15 +1,13 @@
-"""Which ONNX file a model serves on each provider, from its manifest's `variants` section.
-
-docs/artifact-contract.md: `variants: {cpu: {file: ...}, cuda: {file: model.fp16.onnx, ...}}`; a
-model without a variant for the provider serves `onnx.file`. The check reports which one it used, so
-a run on a model without its CUDA variant says so rather than passing for one.
-"""
+"""The committed models, and the ONNX file each serves on a provider (the manifest's `variants`,
+read by the service's own Manifest.variant: the same choice the engine makes)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from service.engine.manifest import read_manifest
 
 EXPORTED = Path(__file__).resolve().parents[2] / "exported_models"
 
@@ -19,13 +17,10 @@ def manifest(model_dir: Path) -> dict[str, Any]:
 
 
 def variant_file(model_dir: Path, provider: str) -> tuple[Path, str]:
-    """(the ONNX file for `provider`, where that choice came from)."""
-    raw = manifest(model_dir)
-    entry = (raw.get("variants") or {}).get(provider)
-    name = entry.get("file") if isinstance(entry, dict) else entry
-    if isinstance(name, str) and name:
-        return Path(model_dir) / name, f"variants.{provider}"
-    return Path(model_dir) / raw["onnx"]["file"], "onnx.file"
+    """(the ONNX file for `provider`, which variant it is: `cuda`, `cpu`)."""
+    parsed = read_manifest(Path(model_dir), verify=False)
+    variant = parsed.variant(provider)
+    return parsed.variant_path(variant), variant.provider if parsed.raw.get("variants") else "onnx"
 
 
 def exported_models(task: str | None = None) -> dict[str, Path]:

@@ -1,7 +1,8 @@
 """Is the requested provider really in use? Fail fast, before any figure is measured, if not.
 
 `get_available_providers()` lists CUDA wherever the GPU wheel is installed, GPU or not, so each
-committed model's variant is opened as the service opens it and `get_providers()` is read back.
+committed model is opened as the service opens it (runtime.open_variant_session: the variant of the
+provider really in use) and the session's providers are read back.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Any
 import onnxruntime as ort
 
 from bench.gpu_check.steps.context import StepContext, StepFailure
-from bench.gpu_check.variants import exported_models, variant_file
+from bench.gpu_check.variants import exported_models
+from service.engine.manifest import read_manifest
+from service.engine.runtime import open_variant_session
 
 WANTED = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -29,19 +32,18 @@ def run(ctx: StepContext) -> dict[str, Any]:
             f"{result['available_providers']}): is onnxruntime-gpu installed instead of onnxruntime?"
         )
     for name, folder in exported_models().items():
-        path, source = variant_file(folder, ctx.provider)
-        session = ort.InferenceSession(str(path), providers=ctx.ort_providers)
-        active = session.get_providers()
+        session = open_variant_session(read_manifest(folder), ctx.provider, ctx.threads)
+        active = session.session.get_providers()
         result["models"][name] = {
-            "file": path.name,
-            "chosen_by": source,
+            "file": session.model_path.name,
+            "provider_in_use": session.provider,
             "active_providers": active,
-            "inputs": {i.name: i.type for i in session.get_inputs()},
+            "input_types": sorted({i.type for i in session.session.get_inputs()}),
         }
-        if active[0] != WANTED[ctx.provider]:
+        if session.provider != ctx.provider:
             raise StepFailure(
                 f"{WANTED[ctx.provider]} is not active for {name} (session providers {active}): onnxruntime "
                 "could not load CUDA 13 / cuDNN 9 (its log above says which library), or the GPU is unusable"
             )
-        print(f"{name}: {path.name} ({source}) on {active}", flush=True)
+        print(f"{name}: {session.model_path.name} on {active}", flush=True)
     return result

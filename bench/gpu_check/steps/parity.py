@@ -9,7 +9,7 @@ from tokenizers import Tokenizer
 
 from bench.gpu_check.steps.context import StepContext
 from bench.gpu_check.steps.engines import close, first_divergence, greedy, open_engine
-from bench.gpu_check.variants import exported_models, variant_file
+from bench.gpu_check.variants import exported_models
 
 PROMPTS = (
     "ROMEO:\n",
@@ -34,19 +34,21 @@ def run(ctx: StepContext) -> dict[str, Any]:
         device = open_engine(folder, ctx.provider, len(ids), ctx.threads)
         try:
             on_device = greedy(device, ids, new_tokens)
-            # The types the served graph takes: float16 past inputs show the CUDA variant is in use.
+            # The file and types the engine really serves: float16 past inputs show the CUDA variant.
+            device_file = device.runner.session.model_path.name
             served_types = sorted({i.type for i in device.runner.session.session.get_inputs()})
         finally:
             close(device)
         cpu = open_engine(folder, "cpu", len(ids), 2)
         try:
             on_cpu = greedy(cpu, ids, new_tokens)
+            cpu_file = cpu.runner.session.model_path.name
         finally:
             close(cpu)
         divergences = [first_divergence(a, b) for a, b in zip(on_device, on_cpu, strict=True)]
         results["models"][name] = {
-            "device_file": variant_file(folder, ctx.provider)[0].name,
-            "cpu_file": variant_file(folder, "cpu")[0].name,
+            "device_file": device_file,
+            "cpu_file": cpu_file,
             "device_input_types": served_types,
             "first_divergence": dict(zip(prompts, divergences, strict=True)),
             "earliest": min((d for d in divergences if d is not None), default=None),
