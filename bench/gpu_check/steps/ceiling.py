@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.ceiling.__main__ import measure_model, parse_args
+from bench.gpu_check.models import EXPORTED
 from bench.gpu_check.steps.context import StepContext
-from bench.gpu_check.variants import EXPORTED
 from harness.server_process import ServerProcess, linked_models
 from service.settings import Settings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.gpu_check.models import exported_models
 from bench.gpu_check.steps.context import StepContext
-from bench.gpu_check.variants import exported_models
 from bench.sentiment import measure
 from harness.server_process import ServerProcess, linked_models
 

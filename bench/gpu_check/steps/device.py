@@ -11,8 +11,8 @@ from typing import Any
 
 import onnxruntime as ort
 
+from bench.gpu_check.models import exported_models
 from bench.gpu_check.steps.context import StepContext, StepFailure
-from bench.gpu_check.variants import exported_models
 from service.engine.manifest import read_manifest
 from service.engine.runtime import open_variant_session
 

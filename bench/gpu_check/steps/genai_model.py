@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx
 
-from bench.gpu_check.variants import manifest, variant_file
+from service.engine.manifest import read_manifest
 
 
 def attention_heads(graph: onnx.GraphProto) -> tuple[int, int]:
@@ -28,8 +28,11 @@ def attention_heads(graph: onnx.GraphProto) -> tuple[int, int]:
     raise ValueError("no GroupQueryAttention node: genai's decoder config needs one")
 
 
-def genai_config(raw: dict[str, Any], filename: str, heads: int, provider: str, threads: int) -> dict:
-    kv, tok = raw["onnx"]["kv_cache"], raw["tokenizer"]
+def genai_config(
+    tokenizer: dict[str, Any], kv: dict[str, Any], filename: str, heads: int, provider: str, threads: int
+) -> dict:
+    """genai's config for one decoder graph: `kv` is the served variant's cache geometry."""
+    tok = tokenizer
     session_options: dict[str, Any] = {
         "log_id": "onnxruntime-genai",
         "provider_options": [{"cuda": {}}] if provider == "cuda" else [],
@@ -77,7 +80,9 @@ def genai_config(raw: dict[str, Any], filename: str, heads: int, provider: str, 
 
 def genai_folder(model_dir: Path, provider: str, out_dir: Path, threads: int) -> Path:
     """`out_dir` with genai_config.json and a link to the provider's variant (and its data files)."""
-    path, _ = variant_file(model_dir, provider)
+    parsed = read_manifest(Path(model_dir), verify=False)
+    variant = parsed.variant(provider)
+    path = parsed.variant_path(variant)
     out_dir.mkdir(parents=True, exist_ok=True)
     graph = onnx.load(str(path), load_external_data=False).graph
     heads, _ = attention_heads(graph)
@@ -85,6 +90,6 @@ def genai_folder(model_dir: Path, provider: str, out_dir: Path, threads: int) ->
         link = out_dir / source.name
         if not link.exists():
             link.symlink_to(source.resolve())
-    config = genai_config(manifest(model_dir), path.name, heads, provider, threads)
+    config = genai_config(parsed.tokenizer, variant.kv_cache or {}, path.name, heads, provider, threads)
     (out_dir / "genai_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out_dir

@@ -7,9 +7,9 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from bench.gpu_check.models import exported_models
 from bench.gpu_check.steps.context import StepContext
 from bench.gpu_check.steps.engines import close, first_divergence, greedy, open_engine
-from bench.gpu_check.variants import exported_models
 
 PROMPTS = (
     "ROMEO:\n",

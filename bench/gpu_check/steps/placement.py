@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.gpu_check.models import exported_models
 from bench.gpu_check.steps.context import StepContext
-from bench.gpu_check.variants import exported_models
 from service.engine.manifest import read_manifest
 from service.engine.placement import MEMCPY_OPS, GraphNode, PlacementReport, graph_nodes, placement_report
 

@@ -13,10 +13,10 @@ from bench.engine import protocol
 from bench.engine.engine_runs import engine_tokens_per_s
 from bench.engine.peers import GenaiPeer
 from bench.engine.workload import Workload
+from bench.gpu_check.models import EXPORTED, manifest
 from bench.gpu_check.steps.context import StepContext, StepFailure
 from bench.gpu_check.steps.engines import close, first_divergence, greedy, open_engine
 from bench.gpu_check.steps.genai_model import genai_folder
-from bench.gpu_check.variants import EXPORTED, manifest
 
 MODEL = "shakespeare-gpt"
 BATCHES = (1, 8, 32, 128)
