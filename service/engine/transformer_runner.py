@@ -10,6 +10,11 @@ The attention mask's width tells GroupQueryAttention the total sequence length; 
 length comes from its count of ones. A mask wider than the longest row (zeros on the right) gives
 the same logits, so the width grows in buckets of `MASK_WIDTH_STEP` and is rebound once a bucket,
 not every step (tests/engine/test_generation.py holds the engine to torch's tokens).
+
+The same code runs on CUDA: the KV buffers are then OrtValues in device memory (DeviceBuffer), bound
+in place by pointer exactly as on the CPU; the small per-step inputs are bound in host memory and
+ORT copies them in, and the logits output is bound in host memory, so ORT copies it out once per
+run. A float16 graph's logits are widened to float32 here: sampling stays on the host in float32.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ class TransformerRunner:
         self._logits_dtype = session.output_dtype("logits")
         self._logits = np.zeros((max_slots, 1, vocab_size), dtype=self._logits_dtype)
         self._step_logits = self._logits[:, 0]  # a [max_slots, vocab] view
-        self._rows_logits = np.zeros((max_slots, vocab_size), dtype=self._logits_dtype)  # what decode returns
+        self._rows_logits = np.zeros((max_slots, vocab_size), dtype=np.float32)  # what decode returns
         self._ids = np.zeros((max_slots, 1), dtype=np.int64)  # decode inputs, reused every step
         self._ids_flat = self._ids.reshape(max_slots)  # the same memory, one id per row
         self._mask = np.zeros(max_slots * spec.max_len, dtype=np.int64)
@@ -144,6 +149,8 @@ class TransformerRunner:
         else:
             self.cache.lengths[rows] += 1
         self._longest = longest + 1
+        if self._logits_dtype != np.float32:  # a float16 graph: widened for host sampling (a copy)
+            return self._step_logits[rows].astype(np.float32)
         # The rows' logits in their order, into a buffer of its own (no allocation per step); valid
         # until the next call, which overwrites it. The method, not np.take (a Python wrapper), and
         # mode "clip" (the rows are in range), since numpy buffers `out` in its default mode.
@@ -218,7 +225,8 @@ class TransformerRunner:
         self.cache.lengths[row0 : row0 + len(group)] = counts
         for j, i in enumerate(group):
             n = int(lens[j])
-            out[i] = logits[j, :n].copy() if all_logits[i] else logits[j, n - 1 : n].copy()
+            chosen = logits[j, :n] if all_logits[i] else logits[j, n - 1 : n]
+            out[i] = chosen.astype(np.float32)  # a copy, float32 whatever the graph computes in
 
     def warmup(self, prefill_lengths: Sequence[int]) -> None:
         for length in prefill_lengths:
