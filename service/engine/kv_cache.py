@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.engine.row_copy import StateSlots
 from service.engine.runtime import DeviceBuffer
 
 
@@ -107,19 +108,34 @@ class KVCache:
 
 
 class RecurrentState:
-    """`[layers, max_slots, hidden]` h (and c for LSTM) state rows; a zero row starts a sequence.
+    """`[layers, max_slots, hidden]` h (and c for LSTM) state rows on the session's device; a zero row
+    starts a sequence.
 
     The state is small (kilobytes per slot), so a step gathers the active rows, runs them, and
-    scatters the new state back: only active slots are computed, with no dummy rows.
+    scatters the new state back: only active slots are computed, with no dummy rows. Gather and
+    scatter run on the buffers' device (row_copy.StateSlots), so on CUDA the state never crosses to
+    the host, and on the CPU the same code moves host memory.
     """
 
-    def __init__(self, num_layers: int, hidden_size: int, max_slots: int, has_cell: bool) -> None:
-        self.h = np.zeros((num_layers, max_slots, hidden_size), dtype=np.float32)
-        self.c = np.zeros_like(self.h) if has_cell else None
+    def __init__(
+        self,
+        num_layers: int,
+        hidden_size: int,
+        max_slots: int,
+        has_cell: bool,
+        dtype: np.dtype | str = "float32",
+        device: str = "cpu",
+    ) -> None:
+        shape = (num_layers, max_slots, hidden_size)
+        self.h = DeviceBuffer(shape, dtype, device, zeroed=True)
+        self.c = DeviceBuffer(shape, dtype, device, zeroed=True) if has_cell else None
+        self.slots = StateSlots([self.h, *([self.c] if self.c is not None else [])])
         self.lengths = np.zeros(max_slots, dtype=np.int64)
 
+    def copy(self, src: int, dst: int) -> None:
+        self.slots.copy(src, dst)
+        self.lengths[dst] = self.lengths[src]
+
     def reset(self, slot: int) -> None:
-        self.h[:, slot] = 0.0
-        if self.c is not None:
-            self.c[:, slot] = 0.0
+        self.slots.zero(np.array([slot], dtype=np.int64))
         self.lengths[slot] = 0

@@ -16,7 +16,7 @@ from service.engine.kv_cache import KVCacheSpec
 from service.engine.manifest import Manifest, read_manifest
 from service.engine.recurrent_runner import RecurrentRunner
 from service.engine.runner import ModelRunner
-from service.engine.runtime import ModelSession
+from service.engine.runtime import ModelSession, open_variant_session
 from service.engine.transformer_runner import TransformerRunner
 from service.settings import Settings
 
@@ -52,21 +52,42 @@ def load_generation_model(model_dir: Path, settings: Settings) -> GenerationEngi
 
 
 def open_session(manifest: Manifest, settings: Settings) -> ModelSession:
-    return ModelSession(
-        manifest.model_path, settings.provider, settings.intra_op_threads, settings.allow_spinning
+    """The variant for the provider really in use (see runtime.open_variant_session)."""
+    return open_variant_session(
+        manifest, settings.provider, settings.intra_op_threads, settings.allow_spinning
     )
+
+
+def kv_cache_dtype(manifest: Manifest, session: ModelSession) -> str:
+    """The KV buffers' dtype: what the loaded variant's manifest entry says of its past inputs (or
+    `kv_cache.dtype`), which must be what the graph itself declares; float32 when the manifest is silent.
+
+    A mismatch refuses the model: buffers of the wrong itemsize bound by pointer would be read as
+    garbage, or overrun, without any error from ORT.
+    """
+    variant = session.variant or manifest.variant(session.provider)
+    past = "past_key_values.0.key"
+    stated = variant.input_dtype(past) or variant.kv_cache_dtype or (variant.kv_cache or {}).get("dtype")
+    actual = session.input_dtype(past).name if past in session.input_names else None
+    if stated and actual and str(stated) != actual:
+        raise ManifestError(
+            f"{manifest.name}: the manifest gives {past} as {stated} but {variant.file} declares {actual}"
+        )
+    return str(stated or actual or "float32")
 
 
 def build_runner(
     manifest: Manifest, session: ModelSession, max_slots: int | None, kv_budget_bytes: int = 1 << 30
 ) -> ModelRunner:
-    """A KV-cache runner for Transformers (`onnx.kv_cache`), a state runner for RNNs (`onnx.state`).
+    """A KV-cache runner for Transformers (`kv_cache`), a state runner for RNNs (`state`), from the
+    loaded variant's manifest entry (the `onnx` section's when the entry does not say).
 
     `max_slots` None sizes the slots from `kv_budget_bytes` (capacity.slot_count). The cache rows
     are as long as the graph declares its past (a fixed dimension of the exported graph).
     """
-    kv = manifest.onnx.get("kv_cache")
-    state = manifest.onnx.get("state")
+    variant = session.variant or manifest.variant(session.provider)
+    kv = variant.kv_cache
+    state = variant.state
     vocab = _vocab_size(manifest)
     if kv:
         max_len = int(kv["max_len"])
@@ -75,13 +96,14 @@ def build_runner(
             int(kv["kv_heads"]),
             int(kv["head_dim"]),
             max_len,
-            str(kv.get("dtype") or "float32"),
+            kv_cache_dtype(manifest, session),
         )
         slots = capacity.slot_count(max_slots, spec.bytes_per_slot, kv_budget_bytes, session.device)
         return TransformerRunner(session, spec, slots, vocab, int(manifest.tokenizer.get("pad_id", 0)))
     if state:
         layers, hidden, cell = int(state["num_layers"]), int(state["hidden_size"]), str(state["cell"])
-        per_slot = layers * hidden * 4 * (2 if cell == "lstm" else 1)
+        itemsize = session.input_dtype("state_h").itemsize if "state_h" in session.input_names else 4
+        per_slot = layers * hidden * itemsize * (2 if cell == "lstm" else 1)
         slots = capacity.slot_count(max_slots, per_slot, kv_budget_bytes, session.device)
         return RecurrentRunner(session, layers, hidden, cell, slots, vocab)
     raise ManifestError(f"{manifest.name}: a generate model needs onnx.kv_cache or onnx.state")

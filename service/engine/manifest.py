@@ -11,6 +11,29 @@ from typing import Any
 from service.engine.errors import ManifestError, ModelIntegrityError
 
 SUPPORTED_SCHEMA = 1
+PROVIDERS = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """One graph of a model for one execution provider (manifest `variants.<provider>`).
+
+    A model without `variants` has one variant, the top-level `onnx` section, for every provider.
+    """
+
+    provider: str
+    file: str
+    compute_dtype: str
+    kv_cache_dtype: str | None
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    kv_cache: dict[str, Any] | None = None  # this graph's cache geometry (the `onnx` section's if unsaid)
+    state: dict[str, Any] | None = None
+
+    def input_dtype(self, name: str) -> str | None:
+        """The dtype the manifest gives a graph input (`float32`, `float16`, `int8`, ...), if it does."""
+        described = self.inputs.get(name)
+        return str(described["dtype"]) if isinstance(described, dict) and "dtype" in described else None
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,40 @@ class Manifest:
     @property
     def model_path(self) -> Path:
         return self.directory / self.onnx["file"]
+
+    def variant(self, provider: str) -> ModelVariant:
+        """The graph to load under `provider`: `variants.<provider>`, else the top-level `onnx` section.
+
+        A manifest with variants but none for `provider` falls back to its `cpu` variant, which every
+        provider can run (ORT places what the device lacks on the CPU).
+        """
+        variants = {k: _variant_entry(v) for k, v in (self.raw.get("variants") or {}).items()}
+        entry = variants.get(provider) or variants.get("cpu")
+        if entry is None:
+            kv = self.onnx.get("kv_cache") or {}
+            return ModelVariant(
+                provider=provider,
+                file=str(self.onnx["file"]),
+                compute_dtype=str(self.onnx.get("compute_dtype") or "float32"),
+                kv_cache_dtype=str(kv["dtype"]) if kv.get("dtype") else None,
+                inputs=dict(self.onnx.get("inputs") or {}),
+                outputs=dict(self.onnx.get("outputs") or {}),
+                kv_cache=self.onnx.get("kv_cache"),
+                state=self.onnx.get("state"),
+            )
+        return ModelVariant(
+            provider=provider if provider in variants else "cpu",
+            file=str(entry["file"]),
+            compute_dtype=str(entry.get("compute_dtype") or "float32"),
+            kv_cache_dtype=str(entry["kv_cache_dtype"]) if entry.get("kv_cache_dtype") else None,
+            inputs=dict(entry.get("inputs") or {}),
+            outputs=dict(entry.get("outputs") or {}),
+            kv_cache=entry.get("kv_cache", self.onnx.get("kv_cache")),
+            state=entry.get("state", self.onnx.get("state")),
+        )
+
+    def variant_path(self, variant: ModelVariant) -> Path:
+        return self.directory / variant.file
 
     @property
     def tokenizer_path(self) -> Path:
@@ -73,10 +130,16 @@ def read_manifest(model_dir: Path, verify: bool = True) -> Manifest:
         if isinstance(exc, ManifestError):
             raise
         raise ManifestError(f"{path}: missing or malformed field {exc}") from exc
+    _check_variants(raw.get("variants"), path)
     if manifest.task not in ("generate", "classify"):
         raise ManifestError(f"{path}: task must be 'generate' or 'classify', got {manifest.task!r}")
     if verify:
-        verify_files(model_dir, raw.get("files") or {})
+        files = raw.get("files") or {}
+        verify_files(model_dir, files)
+        for provider in raw.get("variants") or {}:
+            name = manifest.variant(provider).file
+            if name not in files:
+                raise ModelIntegrityError(f"{model_dir.name}: variant file {name} has no sha256 under files")
     return manifest
 
 
@@ -90,6 +153,30 @@ def _chat_section(chat: Any, path: Path) -> dict[str, Any] | None:
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 16:
         raise ManifestError(f"{path}: chat.stop must be a list of at most 16 non-empty strings")
     return {"template": chat["template"], "stop": list(stop)}
+
+
+def _variant_entry(entry: Any) -> Any:
+    """A variant is an object with `file` and dtypes; a bare file name is accepted as `{"file": name}`."""
+    return {"file": entry} if isinstance(entry, str) else entry
+
+
+def _check_variants(variants: Any, path: Path) -> None:
+    """`variants` is optional; when present it maps known providers to entries naming a file."""
+    if variants is None:
+        return
+    if not isinstance(variants, dict) or not variants:
+        raise ManifestError(f"{path}: variants must be an object keyed by provider ({', '.join(PROVIDERS)})")
+    for provider, entry in variants.items():
+        if provider not in PROVIDERS:
+            raise ManifestError(
+                f"{path}: variants.{provider}: unknown provider (one of {', '.join(PROVIDERS)})"
+            )
+        entry = _variant_entry(entry)
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
+            raise ManifestError(f"{path}: variants.{provider}.file must name the graph file")
+        for group in ("inputs", "outputs"):
+            if not isinstance(entry.get(group, {}), dict):
+                raise ManifestError(f"{path}: variants.{provider}.{group} must be an object")
 
 
 def verify_files(model_dir: Path, files: dict[str, Any]) -> None:

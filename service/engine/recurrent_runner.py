@@ -3,6 +3,10 @@
 A step gathers the active rows' state, runs only those rows, and scatters the new state back. The
 state is kilobytes per slot, so the gather costs far less than dummy rows would (for an RNN every
 row costs a full step of compute; there is no attention to make short rows cheap).
+
+The state lives on the session's device and is bound there (IO binding): gathered rows go in as
+device OrtValues, the new state comes out on the device and is scattered back on the device. Only
+the token ids go in from the host and only the logits come back to it.
 """
 
 from __future__ import annotations
@@ -44,7 +48,15 @@ class RecurrentRunner:
             raise ManifestError(
                 f"graph lacks inputs/outputs {sorted(missing)} (see docs/artifact-contract.md)"
             )
-        self.state = RecurrentState(num_layers, hidden_size, max_slots, self._lstm)
+        self._state_in = ["state_h", *(["state_c"] if self._lstm else [])]
+        self._state_out = [f"{name}_out" for name in self._state_in]
+        dtype = session.input_dtype("state_h")
+        self.state = RecurrentState(num_layers, hidden_size, max_slots, self._lstm, dtype, session.device)
+        self._logits_dtype = session.output_dtype("logits")
+        self._logits = np.zeros((max_slots, 1, vocab_size), dtype=self._logits_dtype)
+        self._ids = np.zeros((max_slots, 1), dtype=np.int64)
+        self._decode_binding = session.io_binding()
+        self._decode_rows = 0
 
     def length(self, row: int) -> int:
         return int(self.state.lengths[row])
@@ -53,34 +65,55 @@ class RecurrentRunner:
         self.state.reset(row)
 
     def copy_row(self, src: int, dst: int) -> None:
-        self.state.h[:, dst] = self.state.h[:, src]
-        if self.state.c is not None:
-            self.state.c[:, dst] = self.state.c[:, src]
-        self.state.lengths[dst] = self.state.lengths[src]
+        self.state.copy(src, dst)
 
     def move_row(self, src: int, dst: int) -> None:
         self.copy_row(src, dst)
         self.reset(src)
 
-    def _run(self, rows: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Logits and the rows' new state; the state slots are not touched (see `_commit`)."""
-        feeds = {"input_ids": ids, "state_h": self.state.h[:, rows]}  # fancy indexing: copies
-        if self._lstm:
-            feeds["state_c"] = self.state.c[:, rows]
-        out = self.session.run(feeds)
-        return out["logits"], out
+    def _run(self, rows: np.ndarray, ids: np.ndarray, offset: int = 0) -> np.ndarray:
+        """Run `rows` from the state scratch block at row `offset`; returns the logits (host, float32).
 
-    def _commit(self, rows: np.ndarray, out: dict[str, np.ndarray], tokens: int) -> None:
-        self.state.h[:, rows] = out["state_h_out"]
-        if self._lstm:
-            self.state.c[:, rows] = out["state_c_out"]
+        The rows' new state lands in the `updated` scratch block at the same offset; the state slots
+        are not touched until `_commit`."""
+        slots = self.state.slots
+        slots.gather(rows, offset)
+        count = len(rows)
+        logits = np.empty((count, ids.shape[1], self.vocab_size), dtype=self._logits_dtype)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", ids)
+        slots.bind_block(binding, self._state_in, slots.gathered, offset, count, as_output=False)
+        slots.bind_block(binding, self._state_out, slots.updated, offset, count, as_output=True)
+        binding.bind_output("logits", "cpu", 0, self._logits_dtype, list(logits.shape), logits.ctypes.data)
+        self.session.run_binding(binding)
+        return logits.astype(np.float32, copy=False)
+
+    def _decode_run(self, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """A decode step on a persistent binding, rebound only when the batch size changes."""
+        count = len(rows)
+        slots = self.state.slots
+        slots.gather(rows, 0)
+        self._ids[:count, 0] = tokens
+        binding = self._decode_binding
+        if self._decode_rows != count:
+            binding.bind_input("input_ids", "cpu", 0, np.int64, [count, 1], self._ids.ctypes.data)
+            slots.bind_block(binding, self._state_in, slots.gathered, 0, count, as_output=False)
+            slots.bind_block(binding, self._state_out, slots.updated, 0, count, as_output=True)
+            shape = [count, 1, self.vocab_size]
+            binding.bind_output("logits", "cpu", 0, self._logits_dtype, shape, self._logits.ctypes.data)
+            self._decode_rows = count
+        self.session.run_binding(binding)
+        return self._logits[:count, 0].astype(np.float32)  # a copy: the buffer is reused next step
+
+    def _commit(self, rows: np.ndarray, offset: int, tokens: int) -> None:
+        self.state.slots.scatter(rows, "updated", offset)
         self.state.lengths[rows] += tokens
 
     def decode(self, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
-        logits, out = self._run(rows, np.asarray(tokens, dtype=np.int64)[:, None])
-        self._commit(rows, out, 1)
-        return logits[:, 0]
+        logits = self._decode_run(rows, np.asarray(tokens, dtype=np.int64))
+        self._commit(rows, 0, 1)
+        return logits
 
     def prefill(
         self, rows: Sequence[int], chunks: Sequence[np.ndarray], all_logits: Sequence[bool]
@@ -91,16 +124,18 @@ class RecurrentRunner:
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, chunk in enumerate(chunks):
             by_length[len(chunk)].append(i)
-        states = []
+        groups = []
+        offset = 0  # each group's state waits in its own scratch block until every group ran
         for length, members in by_length.items():
             ids = np.stack([np.asarray(chunks[i], dtype=np.int64) for i in members])
             group_rows = np.array([rows[i] for i in members], dtype=np.int64)
-            logits, state = self._run(group_rows, ids)
-            states.append((group_rows, state, length))
+            logits = self._run(group_rows, ids, offset)
+            groups.append((group_rows, offset, length))
+            offset += len(group_rows)
             for j, i in enumerate(members):
                 out[i] = logits[j] if all_logits[i] else logits[j, length - 1 : length]
-        for group_rows, state, length in states:
-            self._commit(group_rows, state, length)
+        for group_rows, group_offset, length in groups:
+            self._commit(group_rows, group_offset, length)
         return [o for o in out if o is not None]
 
     def warmup(self, prefill_lengths: Sequence[int]) -> None:

@@ -1,7 +1,10 @@
-"""One onnxruntime session per model: provider choice, threads, and the device its buffers live on.
+"""One ORT session per model: provider and variant choice, threads, and the device its buffers live on.
 
 `get_available_providers()` lists CUDA even where no GPU works, so the provider really in use is
-read back from `session.get_providers()` after the session exists, and logged.
+read back from `session.get_providers()` after the session exists. That is a chicken-and-egg with
+the model's variants (a float16 graph for CUDA, the float32 or int8-cache graph for the CPU): the
+CUDA variant is opened first, and only when its session really runs on CUDA is it kept; otherwise
+the CPU variant is opened on the CPU and one warning says why.
 """
 
 from __future__ import annotations
@@ -14,10 +17,19 @@ import numpy as np
 import onnxruntime as ort
 
 from service.engine import capacity
+from service.engine.manifest import Manifest, ModelVariant
 
 log = logging.getLogger(__name__)
 
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+}
 _PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
@@ -30,7 +42,12 @@ class ModelSession:
         provider: str = "cpu",
         intra_op_threads: int = 0,
         allow_spinning: bool = False,
+        optimized_model_path: Path | None = None,
+        variant: ModelVariant | None = None,
+        profile_prefix: Path | None = None,
     ) -> None:
+        """`optimized_model_path` makes ORT write the graph as optimized for its providers there, and
+        `profile_prefix` turns on ORT's profiler (placement.py reads both: Memcpy nodes, node providers)."""
         if provider not in _PROVIDERS:
             raise ValueError(f"provider: must be one of {sorted(_PROVIDERS)}, got {provider!r}")
         options = ort.SessionOptions()
@@ -40,15 +57,18 @@ class ModelSession:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimized_model_path is not None:
+            options.optimized_model_filepath = str(optimized_model_path)
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile_prefix)
+        self.model_path = Path(model_path)
+        self.variant = variant
         self.session = ort.InferenceSession(
             str(model_path), sess_options=options, providers=_PROVIDERS[provider]
         )
         active = self.session.get_providers()
         self._provider = "cuda" if "CUDAExecutionProvider" in active else "cpu"
-        if provider == "cuda" and self._provider != "cuda":
-            log.warning(
-                "CUDA requested for %s but not active (providers %s): running on CPU", model_path, active
-            )
         log.info(
             "session %s: provider %s (ORT providers %s), %d intra-op threads, spinning %s",
             model_path.name,
@@ -78,6 +98,11 @@ class ModelSession:
         kind = next(o.type for o in self.session.get_outputs() if o.name == name)
         return np.dtype(_ORT_TYPES[kind])
 
+    def input_dtype(self, name: str) -> np.dtype:
+        """numpy dtype of a graph input (the KV cache's and RNN state's buffers are allocated in it)."""
+        kind = next(i.type for i in self.session.get_inputs() if i.name == name)
+        return np.dtype(_ORT_TYPES[kind])
+
     def io_binding(self) -> ort.IOBinding:
         return self.session.io_binding()
 
@@ -100,7 +125,9 @@ class DeviceBuffer:
     the object alive for as long as a binding may point at it (ORT holds no reference to raw pointers).
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, device: str) -> None:
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, device: str, zeroed: bool = False) -> None:
+        """`zeroed` fills device memory with zeros (host memory always starts zeroed); a KV cache
+        needs no zeros (stale rows are never attended to), an RNN state's zero rows start sequences."""
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.device = device
@@ -110,9 +137,13 @@ class DeviceBuffer:
             self.ptr = self.host.ctypes.data
         else:
             self.host = None
-            self._ortvalue = ort.OrtValue.ortvalue_from_shape_and_type(
-                list(self.shape), self.dtype, device, 0
-            )
+            if zeroed:
+                zeros = np.zeros(self.shape, dtype=self.dtype)
+                self._ortvalue = ort.OrtValue.ortvalue_from_numpy(zeros, device, 0)
+            else:
+                self._ortvalue = ort.OrtValue.ortvalue_from_shape_and_type(
+                    list(self.shape), self.dtype, device, 0
+                )
             self.ptr = self._ortvalue.data_ptr()
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
@@ -127,3 +158,61 @@ class DeviceBuffer:
             binding.bind_output(name, self.device, 0, self.dtype, shape, self.row_ptr(row0))
         else:
             binding.bind_input(name, self.device, 0, self.dtype, shape, self.row_ptr(row0))
+
+
+def open_variant_session(
+    manifest: Manifest,
+    provider: str = "cpu",
+    intra_op_threads: int = 0,
+    allow_spinning: bool = False,
+    optimized_model_path: Path | None = None,
+    profile_prefix: Path | None = None,
+) -> ModelSession:
+    """The session of the variant that matches the provider really in use.
+
+    With `provider="cuda"` the CUDA variant is tried when this onnxruntime has the CUDA provider at
+    all; it is kept only if `get_providers()` then reports CUDA. Otherwise (a CPU build, no device,
+    missing CUDA libraries) the CPU variant is opened on the CPU, with one warning naming the reason:
+    a float16 graph meant for the GPU would run on the CPU far slower than the CPU's own graph.
+    """
+    if provider == "cuda":
+        variant = manifest.variant("cuda")
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            reason = f"this onnxruntime has no CUDAExecutionProvider (it has {ort.get_available_providers()})"
+        else:
+            try:
+                session = ModelSession(
+                    manifest.variant_path(variant),
+                    "cuda",
+                    intra_op_threads,
+                    allow_spinning,
+                    optimized_model_path,
+                    variant,
+                    profile_prefix,
+                )
+            except Exception as exc:  # ORT raises its own Fail/RuntimeException types
+                reason = f"opening {variant.file} on CUDA failed: {exc}"
+            else:
+                if session.provider == "cuda":
+                    return session
+                active = session.session.get_providers()
+                reason = f"the session of {variant.file} came back with providers {active}"
+                del session
+        cpu_variant = manifest.variant("cpu")
+        log.warning(
+            "model %s: CUDA was asked for but is not active (%s); serving the CPU variant %s on the CPU",
+            manifest.name,
+            reason,
+            cpu_variant.file,
+        )
+        provider = "cpu"
+    variant = manifest.variant(provider)
+    return ModelSession(
+        manifest.variant_path(variant),
+        provider,
+        intra_op_threads,
+        allow_spinning,
+        optimized_model_path,
+        variant,
+        profile_prefix,
+    )

@@ -4,6 +4,11 @@ Each layer's buffer is bound as both `past_key_values.{i}.*` and `present.{i}.*`
 address, so the graph writes new K/V in place. The decode binding keeps its KV and logits bindings
 across steps and only rebinds them when the high-water row changes; input_ids, attention_mask and
 position_ids are rebound each step (they are tiny). Logits are the only thing copied to the host.
+
+The same code runs on CUDA: the KV buffers are then OrtValues in device memory (DeviceBuffer), bound
+in place by pointer exactly as on the CPU; the small per-step inputs are bound in host memory and
+ORT copies them in, and the logits output is bound in host memory, so ORT copies it out once per
+run. A float16 graph's logits are widened to float32 here: sampling stays on the host in float32.
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ class TransformerRunner:
         binding.bind_input("attention_mask", "cpu", 0, np.int64, [high, width], self._mask.ctypes.data)
         self.session.run_binding(binding)
         self.cache.lengths[rows] += 1
-        return self._logits[rows, 0].copy()
+        return self._logits[rows, 0].astype(np.float32)  # a copy: the buffer is reused next step
 
     def prefill(
         self, rows: Sequence[int], chunks: Sequence[np.ndarray], all_logits: Sequence[bool]
@@ -185,7 +190,8 @@ class TransformerRunner:
         self.cache.lengths[row0 : row0 + len(group)] = counts
         for j, i in enumerate(group):
             n = int(lens[j])
-            out[i] = logits[j, :n].copy() if all_logits[i] else logits[j, n - 1 : n].copy()
+            chosen = logits[j, :n] if all_logits[i] else logits[j, n - 1 : n]
+            out[i] = chosen.astype(np.float32)  # a copy, float32 whatever the graph computes in
 
     def warmup(self, prefill_lengths: Sequence[int]) -> None:
         for length in prefill_lengths:
