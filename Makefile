@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint train train-ddp-smoke serve clean image-smoke bench soak perf ceiling clients-venv
+.PHONY: venv test lint train train-ddp-smoke serve clean image-smoke bench soak perf ceiling clients-venv gpu-check gpu-check-dry
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,7 +59,7 @@ serve: $(SERVE_STAMP)
 	SEQSERVE_MODELS_DIR=$(SEQSERVE_MODELS_DIR) exec $(PY) -m service
 
 clean:
-	rm -rf $(VENV) .venv-clients runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-clients .venv-gpu runs .pytest_cache .ruff_cache
 
 # Build the CPU image from a local debootstrap base with podman, run it on 127.0.0.1 and check
 # it serves (docs/deployment.md). Root only; caches in /var/tmp/seqserve-base.
@@ -95,3 +95,17 @@ perf: ceiling
 # `make test` runs the same scenarios small (tests/system).
 soak: $(STAMP)
 	SEQSERVE_SOAK=1 $(PY) -m pytest -q -p no:cacheprovider --timeout 1800 tests/system
+
+# GPU check (issue 13, docs/deployment.md#gpu-check): on a machine with an NVIDIA GPU, under 10 minutes.
+# Runs with the system python3 (standard library only): stops at once, installing nothing, when there
+# is no GPU; else builds .venv-gpu (onnxruntime-gpu, onnxruntime-genai-cuda; GPU_CHECK_ARGS="--wheelhouse
+# DIR" without PyPI), measures placement, copies, parity, engine vs genai, the service ceiling and the
+# classifiers, and writes bench/results/gpu.{json,md}.
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(PYTHON) -m bench.gpu_check $(GPU_CHECK_ARGS)
+
+# The same pipeline on the CPU at tiny sizes (about 30 s): proves the logic, measures nothing;
+# writes bench/results/tmp/gpu-dry/gpu.{json,md}.
+gpu-check-dry: $(STAMP)
+	$(PY) -m bench.gpu_check --provider cpu --quick

@@ -1,8 +1,10 @@
 """Check a running seqserve container over HTTP: ready, one generation, one sentiment call, metrics.
 
 Used by scripts/image_smoke.sh. The HTTP checks need the standard library only, so any python3
-on the host can run them; the gRPC health check runs when grpcio-health-checking is importable
-(the project's venv has it). Exits non-zero with a one-line reason on the first failed check.
+on the host can run them. The gRPC health check needs grpcio-health-checking: a python without it
+fails that check rather than skipping it, and image_smoke.sh then runs it (`grpc`) with the image's
+own python inside the container, which has it. Exits non-zero with a one-line reason on the first
+failed check.
 """
 
 from __future__ import annotations
@@ -102,8 +104,10 @@ def check_grpc_health(target: str) -> str:
     try:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
-    except ImportError:
-        return "gRPC health: skipped (grpcio-health-checking is not importable by this python)"
+    except ImportError as error:
+        raise SmokeFailure(
+            f"gRPC health on {target} cannot be checked: {error.name} is not importable by {sys.executable}"
+        ) from error
     with grpc.insecure_channel(target) as channel:
         request = health_pb2.HealthCheckRequest(service="")
         response = health_pb2_grpc.HealthStub(channel).Check(request, timeout=10)
@@ -115,17 +119,26 @@ def check_grpc_health(target: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: `image_smoke_check.py ready|calls --base-url http://127.0.0.1:18000`."""
+    """CLI: `ready|calls --base-url URL [--grpc-target H:P]`, or `grpc --grpc-target H:P`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("check", choices=("ready", "calls"), help="ready: one /readyz probe; calls: the API")
-    parser.add_argument("--base-url", required=True)
-    parser.add_argument("--grpc-target", help="host:port for the gRPC health check (calls only)")
+    parser.add_argument(
+        "check",
+        choices=("ready", "calls", "grpc"),
+        help="ready: one /readyz probe; calls: the API (+ gRPC health with --grpc-target); grpc: gRPC health",
+    )
+    parser.add_argument("--base-url", help="http://host:port (ready and calls)")
+    parser.add_argument("--grpc-target", help="host:port for the gRPC health check")
     args = parser.parse_args(argv)
+    if args.check in ("ready", "calls") and not args.base_url:
+        parser.error(f"{args.check} needs --base-url")
+    if args.check == "grpc" and not args.grpc_target:
+        parser.error("grpc needs --grpc-target")
     if args.check == "ready":
         return 0 if is_ready(args.base_url) else 1
     try:
-        for line in check_service(args.base_url):
-            print(line)
+        if args.check == "calls":
+            for line in check_service(args.base_url):
+                print(line)
         if args.grpc_target:
             print(check_grpc_health(args.grpc_target))
     except (SmokeFailure, KeyError, IndexError, TypeError, urllib.error.URLError) as error:

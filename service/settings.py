@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=0)
     # None means: up to the model's context length (minus room for at least one new token).
     max_prompt_tokens: int | None = Field(None, ge=1)
+    # Recurrent models have no context to bound a prompt: without max_prompt_tokens, this does
+    # (a prompt is prefilled at a few thousand tokens a second on 2 cores; 1 MB of text would be 560k).
+    recurrent_max_prompt_tokens: int = Field(32768, ge=1)
     max_new_tokens: int = Field(512, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     classifier_max_batch: int = Field(32, ge=1)

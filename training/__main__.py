@@ -1,4 +1,4 @@
-"""Command line: python -m training {tokenizer,train,eval,heldout,export,build-defaults,ddp-smoke}.
+"""Command line: python -m training {tokenizer,train,eval,heldout,export,reexport,build-defaults,ddp-smoke}.
 
 Export lives in training/export (ONNX graph, parity check, manifest); it is imported only by the
 commands that need it, so training and evaluation work without it. `train` also runs under
@@ -140,6 +140,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reexport(args: argparse.Namespace) -> int:
+    """Export a committed model again from its own artifact (no run folder needed)."""
+    import logging
+
+    from training.export.reexport import ReexportOptions, declare_float32_variants, reexport
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    manifest = json.loads((args.artifact / "manifest.json").read_text())
+    if not manifest["onnx"].get("kv_cache"):
+        path = declare_float32_variants(args.artifact)
+        print(f"{manifest['name']}: model.onnx (float32) declared for cpu and cuda in {path}")
+        return 0
+    options = ReexportOptions(
+        kv_cache=args.kv_cache,
+        quant_type=args.quant_type,
+        weights=args.weights,
+        measure_weight_candidates=not args.skip_weight_candidates,
+        cuda_variant=not args.no_cuda_variant,
+        threads=args.threads,
+    )
+    out = reexport(args.artifact, args.out, options)
+    written = json.loads((out / "manifest.json").read_text())
+    print(json.dumps({"folder": str(out), "metrics": written["metrics"]}, indent=1))
+    return 0
+
+
 def read_defaults(path: Path) -> list[Path]:
     """Recipe paths, one a line, relative to the repository root; blank lines and # comments skipped."""
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
@@ -238,6 +264,29 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--run", type=Path, required=True)
     ex.add_argument("--out", type=Path, help="default: exported_models/<export_name>")
     ex.set_defaults(handler=cmd_export)
+
+    rx = commands.add_parser(
+        "reexport", help="export a committed model again from its model.onnx (docs/artifact-contract.md)"
+    )
+    rx.add_argument("artifact", type=Path, help="exported_models/<name>")
+    rx.add_argument("--out", type=Path, help="default: the artifact folder itself")
+    rx.add_argument(
+        "--kv-cache",
+        choices=["auto", "int8", "float32"],
+        default="auto",
+        help="auto: int8 if <= +0.01 nats/char",
+    )
+    rx.add_argument("--quant-type", choices=["PER_CHANNEL", "PER_TENSOR"], default="PER_CHANNEL")
+    rx.add_argument(
+        "--weights",
+        choices=["float32", "int4-matmulnbits", "int8-matmulnbits", "int8-dynamic"],
+        default="float32",
+        help="adopt a quantized weight format (only after bench/weight_quantization.py shows it faster)",
+    )
+    rx.add_argument("--skip-weight-candidates", action="store_true", help="do not measure the other formats")
+    rx.add_argument("--no-cuda-variant", action="store_true", help="write no model.fp16.onnx")
+    rx.add_argument("--threads", type=int, default=2)
+    rx.set_defaults(handler=cmd_reexport)
 
     bd = commands.add_parser("build-defaults", help="train and export every recipe in configs/defaults.txt")
     bd.add_argument("--list", type=Path, default=DEFAULTS_LIST)

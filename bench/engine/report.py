@@ -31,6 +31,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     steps = results.get("step_vs_context", {}).get("ms", {})
     add("step(1024)/step(128) at B=32", ratio(steps.get("1024"), steps.get("128")), 2.5, "<=")
+    float32_steps = results.get("step_vs_context_float32_cache", {}).get("ms", {})
+    if float32_steps:
+        add(
+            "step(1024)/step(128) at B=32, float32 cache",
+            ratio(float32_steps.get("1024"), float32_steps.get("128")),
+            2.5,
+            "<=",
+        )
     add("32 concurrent / one stream tok/s", results.get("continuous", {}).get("ratio"), 3.0, ">=")
     return rows
 
@@ -77,15 +85,18 @@ def markdown(results: dict[str, Any]) -> str:
     for name, why in results.get("skipped", {}).items():
         lines.append(f"\n*{name} not measured:* {why}")
     steps = results.get("step_vs_context")
+    float32_steps = results.get("step_vs_context_float32_cache", {}).get("ms", {})
     if steps:
         lines += [
             "",
             f"## Decode step vs context (B={steps['batch']})",
             "",
-            "| context | step ms |",
-            "|---|---|",
+            "| context | step ms | step ms, float32 cache |",
+            "|---|---|---|",
         ]
-        lines += [f"| {ctx} | {_fmt(ms)} |" for ctx, ms in steps["ms"].items()]
+        lines += [
+            f"| {ctx} | {_fmt(ms)} | {_fmt(float32_steps.get(ctx))} |" for ctx, ms in steps["ms"].items()
+        ]
     cont = results.get("continuous")
     if cont:
         lines += [

@@ -60,7 +60,7 @@ class TokenizerView:
 
     model: str
     tokenizer: Tokenizer
-    max_model_len: int | None  # the longest prompt it takes; None for a recurrent model (no limit)
+    max_model_len: int | None  # the longest prompt it takes (the engine's max_prompt_tokens)
     chat_template: ChatTemplate | None
 
 

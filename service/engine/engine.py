@@ -56,6 +56,7 @@ class GenerationEngine:
         max_queue_time_s: float | None = None,
         max_prompt_tokens: int | None = None,
         context_length: int | None = None,
+        recurrent_max_prompt_tokens: int = 32768,
         max_new_tokens: int = 512,
         prefill_chunk_tokens: int = 512,
         warmup: bool = True,
@@ -66,8 +67,9 @@ class GenerationEngine:
         self.runner = runner
         self.tokenizer = tokenizer
         self.eos_id = eos_id
-        # Prompts are bounded by the setting, else by the trained context; never beyond the KV buffer.
-        wanted = max_prompt_tokens or context_length or (1 << 30)
+        # Prompts are bounded by the setting, else by the trained context (a recurrent model, which has
+        # none, by its own default); never beyond the KV buffer.
+        wanted = max_prompt_tokens or context_length or recurrent_max_prompt_tokens
         self.max_prompt_tokens = min(wanted, runner.max_len or (1 << 30))
         # The trained context (None for recurrent models, which have none): prompt + new tokens fit in it.
         self.context_length = context_length

@@ -40,6 +40,7 @@ def load_generation_model(model_dir: Path, settings: Settings) -> GenerationEngi
         max_queue=settings.max_queue,
         max_queue_time_s=settings.max_queue_time_s or None,
         max_prompt_tokens=settings.max_prompt_tokens,
+        recurrent_max_prompt_tokens=settings.recurrent_max_prompt_tokens,
         context_length=manifest.context_length,
         max_new_tokens=settings.max_new_tokens,
         prefill_chunk_tokens=settings.prefill_chunk_tokens,

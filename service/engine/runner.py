@@ -32,7 +32,8 @@ class ModelRunner(Protocol):
         ...
 
     def decode(self, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        """Feed one token per row and return the next-token logits `[len(rows), vocab]`."""
+        """Feed one token per row and return the next-token logits `[len(rows), vocab]`; the array
+        may be the runner's own buffer, valid until its next call (copy what must outlive it)."""
         ...
 
     def reset(self, row: int) -> None:

@@ -43,6 +43,84 @@ class SamplingRow:
 
 
 @dataclass(frozen=True)
+class RowArrays:
+    """The rows' parameters as arrays, one entry per row: what the vectorised passes read.
+
+    The decode batch keeps these preallocated and writes a row only when it joins or leaves
+    (decode_batch.py); a prefill step builds them from its rows with `of_rows`.
+    """
+
+    temperature: np.ndarray  # float64; 1.0 for greedy rows (their logprobs use temperature 1)
+    inverse_temperature: np.ndarray  # float32; 1 / temperature (the lean draw multiplies)
+    greedy: np.ndarray  # bool
+    top_k: np.ndarray  # int64
+    top_p: np.ndarray  # float64
+    min_p: np.ndarray  # float64
+    repetition: np.ndarray  # float64
+    presence: np.ndarray  # float64
+    frequency: np.ndarray  # float64
+
+    @classmethod
+    def empty(cls, size: int) -> RowArrays:
+        return cls(
+            temperature=np.ones(size),
+            inverse_temperature=np.ones(size, dtype=np.float32),
+            greedy=np.ones(size, dtype=bool),
+            top_k=np.zeros(size, dtype=np.int64),
+            top_p=np.ones(size),
+            min_p=np.zeros(size),
+            repetition=np.ones(size),
+            presence=np.zeros(size),
+            frequency=np.zeros(size),
+        )
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[SamplingRow]) -> RowArrays:
+        arrays = cls.empty(len(rows))
+        for i, row in enumerate(rows):
+            arrays.set(i, row.params)
+        return arrays
+
+    def set(self, i: int, p: SamplingParams) -> None:
+        """Write row `i` (a row joins the batch)."""
+        temperature = p.temperature if p.temperature > 0 else 1.0
+        self.temperature[i] = temperature
+        self.inverse_temperature[i] = 1.0 / temperature
+        self.greedy[i] = p.greedy
+        self.top_k[i] = p.top_k
+        self.top_p[i] = p.top_p
+        self.min_p[i] = p.min_p
+        self.repetition[i] = p.repetition_penalty
+        self.presence[i] = p.presence_penalty
+        self.frequency[i] = p.frequency_penalty
+
+    def shift_up(self, i: int, size: int) -> None:
+        """Row `i` of the first `size` leaves: the rows after it move up one place."""
+        for array in self._arrays():
+            array[i : size - 1] = array[i + 1 : size]
+
+    def head(self, n: int) -> RowArrays:
+        """Views of the first `n` rows (no copy)."""
+        return RowArrays(*(array[:n] for array in self._arrays()))
+
+    def take(self, indices: np.ndarray) -> RowArrays:
+        return RowArrays(*(array[indices] for array in self._arrays()))
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (
+            self.temperature,
+            self.inverse_temperature,
+            self.greedy,
+            self.top_k,
+            self.top_p,
+            self.min_p,
+            self.repetition,
+            self.presence,
+            self.frequency,
+        )
+
+
+@dataclass(frozen=True)
 class SampleOutput:
     """The chosen tokens and, for rows that asked, their logprobs and the top-N alternatives."""
 
@@ -61,13 +139,18 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
         return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
-def process_logits(logits: np.ndarray, rows: Sequence[SamplingRow]) -> np.ndarray:
-    """Apply penalties, temperature and truncation; returns float64 logits with -inf for removed tokens."""
+def process_logits(
+    logits: np.ndarray, rows: Sequence[SamplingRow], arrays: RowArrays | None = None
+) -> np.ndarray:
+    """Apply penalties, temperature and truncation; returns float64 logits with -inf for removed tokens.
+
+    `arrays`: the rows' parameters as arrays when the caller keeps them (else built from `rows`).
+    """
     x = np.array(logits, dtype=np.float64, copy=True)
     n = x.shape[0]
-    params = [r.params for r in rows]
+    a = arrays if arrays is not None else RowArrays.of_rows(rows)
 
-    rep = np.array([p.repetition_penalty for p in params])
+    rep = a.repetition
     rep_rows = np.flatnonzero(rep != 1.0)
     if rep_rows.size:
         seen = np.stack([rows[i].seen for i in rep_rows])
@@ -75,8 +158,7 @@ def process_logits(logits: np.ndarray, rows: Sequence[SamplingRow]) -> np.ndarra
         penalty = rep[rep_rows][:, None]
         x[rep_rows] = np.where(seen, np.where(sub > 0, sub / penalty, sub * penalty), sub)
 
-    pres = np.array([p.presence_penalty for p in params])
-    freq = np.array([p.frequency_penalty for p in params])
+    pres, freq = a.presence, a.frequency
     pf_rows = np.flatnonzero((pres != 0.0) | (freq != 0.0))
     if pf_rows.size:
         counts = np.stack([rows[i].generated_counts for i in pf_rows]).astype(np.float64)
@@ -93,17 +175,14 @@ def process_logits(logits: np.ndarray, rows: Sequence[SamplingRow]) -> np.ndarra
             if not np.isfinite(x[i]).any():  # a completed constraint allows only eos: it wins
                 x[i, ids] = kept
 
-    temperature = np.array([p.temperature if p.temperature > 0 else 1.0 for p in params])
-    x /= temperature[:, None]
+    x /= a.temperature[:, None]
 
-    top_k = np.array([p.top_k for p in params])
-    top_p = np.array([p.top_p for p in params])
-    greedy = np.array([p.greedy for p in params])
+    top_k, top_p, greedy = a.top_k, a.top_p, a.greedy
     trunc = np.flatnonzero(~greedy & (((top_k > 0) & (top_k < x.shape[1])) | (top_p < 1.0)))
     if trunc.size:
         x[trunc] = _top_k_top_p(x[trunc], top_k[trunc], top_p[trunc])
 
-    min_p = np.array([p.min_p for p in params])
+    min_p = a.min_p
     mp_rows = np.flatnonzero(~greedy & (min_p > 0.0))
     if mp_rows.size:
         sub = x[mp_rows]
@@ -178,12 +257,14 @@ def sample(
     logits: np.ndarray,
     rows: Sequence[SamplingRow],
     allowed: tuple[np.ndarray, np.ndarray] | None = None,
+    arrays: RowArrays | None = None,
 ) -> SampleOutput:
     """Choose one token per row: argmax for greedy rows, an inverse-CDF draw from the row's RNG otherwise.
 
     Which computation serves a row depends on that row's parameters alone, never on its batch, so a
     seeded request draws the same tokens whatever shares its step. `allowed` = (row indices, bool
-    masks `[k, vocab]`) first restricts those rows to their grammar (structured outputs).
+    masks `[k, vocab]`) first restricts those rows to their grammar (structured outputs). `arrays`:
+    the rows' parameters as arrays, when the caller keeps them (the decode batch does).
     """
     if allowed is not None:
         logits = apply_allowed(logits, *allowed)
@@ -193,13 +274,15 @@ def sample(
         return SampleOutput(np.argmax(logits, axis=1).astype(np.int64), none, list(none))
     plain = np.fromiter((r.plain_temperature for r in rows), dtype=bool, count=n)
     if plain.all():
-        return SampleOutput(_draw_with_temperature(logits, rows), none, list(none))
+        return SampleOutput(_draw_with_temperature(logits, rows, arrays), none, list(none))
     if not plain.any():
-        return _sample_processed(logits, rows)
+        return _sample_processed(logits, rows, arrays)
     lean, full = np.flatnonzero(plain), np.flatnonzero(~plain)
     tokens = np.empty(n, dtype=np.int64)
-    tokens[lean] = _draw_with_temperature(logits[lean], [rows[i] for i in lean])
-    rest = _sample_processed(logits[full], [rows[i] for i in full])
+    lean_arrays = arrays.take(lean) if arrays is not None else None
+    full_arrays = arrays.take(full) if arrays is not None else None
+    tokens[lean] = _draw_with_temperature(logits[lean], [rows[i] for i in lean], lean_arrays)
+    rest = _sample_processed(logits[full], [rows[i] for i in full], full_arrays)
     tokens[full] = rest.tokens
     logprobs, tops = list(none), list(none)
     for j, i in enumerate(full):
@@ -207,13 +290,19 @@ def sample(
     return SampleOutput(tokens, logprobs, tops)
 
 
-def _draw_with_temperature(logits: np.ndarray, rows: Sequence[SamplingRow]) -> np.ndarray:
+def _draw_with_temperature(
+    logits: np.ndarray, rows: Sequence[SamplingRow], arrays: RowArrays | None = None
+) -> np.ndarray:
     """Draw from softmax(logits / T) in float32: a few passes over the batch instead of the processed
     path's dozen in float64 (sampling was 15% of the server's CPU at 64 streams). float32's CDF error
     (~1e-5 of the mass) is far below any sampling noise."""
     x = np.asarray(logits, dtype=np.float32)
     weights = x - x.max(axis=1, keepdims=True)
-    weights *= np.array([1.0 / r.params.temperature for r in rows], dtype=np.float32)[:, None]
+    if arrays is not None:
+        inverse = arrays.inverse_temperature
+    else:
+        inverse = np.array([1.0 / r.params.temperature for r in rows], dtype=np.float32)
+    weights *= inverse[:, None]
     np.exp(weights, out=weights)
     uniforms = np.array([r.rng.random() for r in rows], dtype=np.float32)
     picked = inverse_cdf(weights, uniforms)
@@ -249,9 +338,11 @@ def inverse_cdf(weights: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     return np.minimum(block * _BLOCK + offset, vocab - 1).astype(np.int64)
 
 
-def _sample_processed(logits: np.ndarray, rows: Sequence[SamplingRow]) -> SampleOutput:
+def _sample_processed(
+    logits: np.ndarray, rows: Sequence[SamplingRow], arrays: RowArrays | None = None
+) -> SampleOutput:
     """The general path: every processor, then a float64 draw; logprobs for the rows that ask."""
-    processed = process_logits(logits, rows)
+    processed = process_logits(logits, rows, arrays)
     # Unnormalised probabilities, computed once: drawing needs only their running sum, and only the
     # rows that asked for logprobs pay for a log-softmax.
     peak = np.max(processed, axis=1, keepdims=True)

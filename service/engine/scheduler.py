@@ -1,8 +1,16 @@
 """Continuous batching: one thread admits, prefills, decodes one step for every slot, samples and emits.
 
+This file is the orchestration only. What to admit and how many prompt tokens each request
+prefills in a step is decided by admission_policy.py (pure functions); the decoding rows and their
+sampling parameters live in decode_batch.py; detokenizing, stop strings, finishing and delivery are
+output_processor.py's.
+
 ORT releases the GIL while it runs, so the thread computes while the event loop serves sockets.
 New requests join the running batch at the next iteration; finished and cancelled ones free their
-slots at once. When there is nothing to do the thread waits on a condition (no polling).
+slots at once. When there is nothing to do the thread waits on a condition (no polling). Prompts
+are prefilled in chunks that share a per-step token budget, while the decoding rows keep stepping
+every iteration, so neither a long prompt nor a crowd of new ones stalls the running streams or
+holds up a short prompt's first token.
 
 A model run that raises does not end the batch: each of its rows is re-run once on its own, and only
 the rows that fail again end, with finish reason "error" (`_rows_alone`). vLLM stops the whole
@@ -11,7 +19,6 @@ instance on any fault and TGI drops the whole batch; one bad request should cost
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -22,20 +29,15 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from service import metrics
+from service.engine.admission_policy import WaitingRequest, admit, prefill_chunks
+from service.engine.decode_batch import DecodeBatch
 from service.engine.errors import EngineStoppedError, QueueFullError
 from service.engine.kv_cache import SlotAllocator
 from service.engine.masks import MaskBatch, MaskWorker
-from service.engine.request import (
-    Delivery,
-    FinishEvent,
-    FinishReason,
-    PromptLogprobs,
-    RequestHandle,
-    TokenEvent,
-    Usage,
-)
+from service.engine.output_processor import Ending, OutputProcessor
+from service.engine.request import PromptLogprobs
 from service.engine.runner import ModelRunner
-from service.engine.sampling import prompt_logprobs, sample
+from service.engine.sampling import SampleOutput, prompt_logprobs, sample
 from service.engine.sequence import Job, Sequence, request_rngs
 
 log = logging.getLogger(__name__)
@@ -52,28 +54,32 @@ class Scheduler:
         max_queue: int,
         prefill_chunk_tokens: int,
         text_tokens: np.ndarray | None = None,
+        min_prefill_chunk: int | None = None,
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_queue = max_queue
-        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.prefill_chunk_tokens = prefill_chunk_tokens  # prompt tokens per step, shared
+        # The smallest share of it a prefilling request gets: at most 8 prompts take part in a step,
+        # which bounds its model runs (a Transformer row with cached tokens runs on its own).
+        self.min_prefill_chunk = min_prefill_chunk or max(1, prefill_chunk_tokens // 8)
         self.slots = SlotAllocator(runner.max_slots)
         self._cond = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._running: list[Job] = []
-        self._prefilling: list[Sequence] = []
-        self._decoding: list[Sequence] = []
+        self._prefilling: list[Sequence] = []  # oldest first
+        self._batch = DecodeBatch(runner.max_slots)
         self._accepting = True
         self._cancel_all = False
         self._attention = False  # set (under the lock) by submit, cancel and close
         self._maybe_holes = False  # a slot was freed since the last compaction
         self._thread: threading.Thread | None = None
-        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[RequestHandle, Delivery]]] = {}
         self._decode_cache: dict[bool, dict[int, str]] = {True: {}, False: {}}
         self._by_slot: dict[int, Sequence] = {}
         self._metrics = metrics.ModelMetrics(model_name)
         self._metrics.slots_total.set(runner.max_slots)
+        self.output = OutputProcessor(self._metrics, runner.max_len, runner.length)
         self._gauges: tuple[int, int, int] | None = None
         # Structured outputs' masks, computed in parallel; `text_tokens`: what a grammar may ever allow.
         text = text_tokens if text_tokens is not None else np.ones(runner.vocab_size, dtype=bool)
@@ -130,7 +136,7 @@ class Scheduler:
             return len(self._running), len(self._waiting)
 
     def start(self) -> None:
-        self.runner.session.before_run = self._flush
+        self.runner.session.before_run = self.output.flush
         self._thread = threading.Thread(target=self._run, name=f"scheduler-{self.model_name}", daemon=True)
         self._thread.start()
 
@@ -149,9 +155,9 @@ class Scheduler:
     # ---- the scheduler thread -------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            # Fast path: only running sequences and nothing new (no submit, cancel or close since the
+            # Fast path: only decoding rows and nothing new (no submit, cancel or close since the
             # last look) means one more decode step, without the lock and the queue bookkeeping.
-            steady = not self._attention and self._decoding and not self._prefilling
+            steady = not self._attention and self._batch and not self._prefilling
             admitted: list[Job] = []
             if not steady:
                 with self._cond:
@@ -161,10 +167,9 @@ class Scheduler:
                         break
                     self._attention = False
                     cancel_all = self._cancel_all
-                    admitted = [] if cancel_all else self._admit_locked()
-                    dropped = self._drop_cancelled_waiting_locked(cancel_all)
+                    admitted, dropped = self._admit_locked(cancel_all)
                 for job in dropped:
-                    self._finish_unadmitted(job)
+                    self.output.finish_unadmitted(job)
             try:
                 for job in admitted:
                     self._start_job(job)
@@ -177,37 +182,31 @@ class Scheduler:
                 log.exception("model %s failed a step", self.model_name)
                 self._fail_all(repr(exc))
             self._update_gauges()  # before the events go out, so a caller who got its result sees them
-            if not (self._decoding or self._prefilling):
-                self._flush()  # otherwise the next model run flushes (runtime.ModelSession.before_run)
+            if not (self._batch or self._prefilling):
+                self.output.flush()  # otherwise the next model run flushes (runtime.ModelSession.before_run)
         self._update_gauges()
-        self._flush()
+        self.output.flush()
         self._masks.close()
 
-    def _admit_locked(self) -> list[Job]:
-        """FIFO: admit from the head while its n samples fit into free slots (no overtaking)."""
-        admitted = []
-        free = self.slots.free
-        while self._waiting:
-            job = self._waiting[0]
-            if job.handle.cancelled:
-                break  # dropped just below
-            if job.params.n > free:
-                break
-            free -= job.params.n
+    def _admit_locked(self, cancel_all: bool) -> tuple[list[Job], list[Job]]:
+        """Apply the admission policy to the queue: (jobs that start, with their slots; jobs dropped)."""
+        waiting = [WaitingRequest(job.params.n, job.handle.cancelled) for job in self._waiting]
+        plan = admit(waiting, self.slots.free, cancel_all)
+        if not (plan.admit or plan.drop):
+            return [], []
+        queue = list(self._waiting)
+        admitted = [queue[i] for i in plan.admit]
+        dropped = [queue[i] for i in plan.drop]
+        leaving = set(plan.admit) | set(plan.drop)
+        self._waiting = deque(job for i, job in enumerate(queue) if i not in leaving)
+        for job in admitted:
             job.slots = [self.slots.allocate() for _ in range(job.params.n)]
-            admitted.append(self._waiting.popleft())
         self._running.extend(admitted)
-        return admitted
-
-    def _drop_cancelled_waiting_locked(self, cancel_all: bool) -> list[Job]:
-        dropped = [j for j in self._waiting if cancel_all or j.handle.cancelled]
-        if dropped:
-            self._waiting = deque(j for j in self._waiting if not (cancel_all or j.handle.cancelled))
-        return dropped
+        return admitted, dropped
 
     def _start_job(self, job: Job) -> None:
-        job.admitted_at = time.perf_counter()
-        self._metrics.queue_time.observe(job.admitted_at - job.handle.submitted_at)
+        """Its samples take their slots; the first joins the prefill (queue time runs until its first
+        chunk runs, see `_prefill_step`)."""
         rngs = request_rngs(job.params.seed, job.params.n)
         for index, (rng, slot) in enumerate(zip(rngs, job.slots, strict=True)):
             self.runner.reset(slot)
@@ -219,21 +218,26 @@ class Scheduler:
         self._prefilling.append(job.sequences[0])
 
     def _prefill_step(self) -> None:
-        """Prefill up to `prefill_chunk_tokens` prompt tokens (at least one chunk), oldest first."""
+        """Run this step's prompt chunks: the admission policy shares `prefill_chunk_tokens` among the
+        requests being prefilled (see admission_policy.prefill_chunks)."""
         if not self._prefilling:
             return
-        budget = self.prefill_chunk_tokens
+        remaining = [len(seq.job.prompt) - seq.prefilled for seq in self._prefilling]
+        sizes = prefill_chunks(remaining, self.prefill_chunk_tokens, self.min_prefill_chunk)
         rows, chunks, want_all, seqs = [], [], [], []
-        for seq in self._prefilling:
-            if budget <= 0:
-                break
+        now = time.perf_counter()
+        for seq, take in zip(self._prefilling, sizes, strict=True):
+            if take == 0:
+                continue
             start = seq.prefilled
-            take = min(len(seq.job.prompt) - start, budget)
+            job = seq.job
+            if start == 0:  # its first chunk: the request stops waiting now
+                job.admitted_at = now
+                self._metrics.queue_time.observe(now - job.handle.submitted_at)
             rows.append(seq.slot)
-            chunks.append(seq.job.prompt[start : start + take])
-            want_all.append(seq.job.params.prompt_logprobs and seq.index == 0)
+            chunks.append(job.prompt[start : start + take])
+            want_all.append(job.params.prompt_logprobs and seq.index == 0)
             seqs.append(seq)
-            budget -= take
         # The samples this chunk completes (in the order `ready` gets below): their first masks are
         # computed while the model runs.
         finishing = [
@@ -258,8 +262,8 @@ class Scheduler:
                 masks = masks.without([i for i, s in enumerate(finishing) if id(s) in lost])
             finishing = [s for s in finishing if id(s) not in lost]
             for seq, error in failed:  # its samples end too: they were to copy its row
-                for sample in seq.job.sequences:
-                    self._finish(sample, "error", error=error)
+                for sibling in seq.job.sequences:
+                    self._finish(Ending(sibling, "error", error=error))
         ready: list[tuple[Sequence, np.ndarray]] = []
         for seq, chunk, out, all_rows in zip(seqs, chunks, logits, want_all, strict=True):
             if isinstance(out, str):
@@ -283,10 +287,18 @@ class Scheduler:
             if seq.index == 0:
                 self._metrics.prompt_tokens.inc(len(job.prompt))
                 if job.params.prompt_logprobs:
-                    self._post(job, PromptLogprobs(job.prompt_logprobs or [None]))
-        if ready:
-            assert [id(s) for s, _ in ready] == [id(s) for s in finishing]
-            self._sample_and_emit([s for s, _ in ready], np.stack([lg for _, lg in ready]), masks)
+                    self.output.post(job, PromptLogprobs(job.prompt_logprobs or [None]))
+        if not ready:
+            return
+        assert [id(s) for s, _ in ready] == [id(s) for s in finishing]
+        started = [s for s, _ in ready]
+        logits = np.stack([lg for _, lg in ready])
+        allowed, dead_ends = _allowed(masks)
+        out = sample(logits, [s.row for s in started], allowed)
+        self._emit(started, out, dead_ends)
+        for seq in started:
+            if not seq.finished:
+                self._batch.add(seq, seq.next_token)
 
     def _compact(self) -> None:
         """Fill holes below the highest used row by moving that row down, unless waiting requests
@@ -299,138 +311,79 @@ class Scheduler:
             self.runner.move_row(src, dst)
             seq = self._by_slot.pop(src)
             seq.slot = dst
+            self._batch.move(seq, dst)
             self._by_slot[dst] = seq
 
     def _decode_step(self) -> None:
-        if not self._decoding:
+        batch = self._batch
+        if not batch:
             return
-        seqs = list(self._decoding)
-        rows = np.array([s.slot for s in seqs], dtype=np.int64)
-        tokens = np.array([s.next_token for s in seqs], dtype=np.int64)
-        # Each constrained row's matcher has taken next_token already: its next mask is computed on
-        # the mask thread while the model runs (both release the GIL).
-        masks = self._masks.start([s.matcher for s in seqs])
-        failed: dict[int, str] = {}
+        size = len(batch)
+        rows, tokens = batch.slots[:size], batch.tokens[:size]  # views: the batch keeps them
+        # Each constrained row's matcher has taken its last token already: its next mask is computed
+        # on the mask thread while the model runs (both release the GIL).
+        masks = batch.start_masks(self._masks)
         try:
             logits = self.runner.decode(rows, tokens)
         except Exception as exc:
-            each = self._rows_alone(
-                exc, len(rows), lambda i: self.runner.decode(rows[i : i + 1], tokens[i : i + 1])[0]
-            )
-            failed = {i: out for i, out in enumerate(each) if isinstance(out, str)}
-            logits = [out for out in each if not isinstance(out, str)]
+            logits, masks = self._decode_rows_alone(exc, masks)
+            if logits is None:
+                return
         finally:
             _settle(masks)
-        if failed:
-            for i, error in failed.items():
-                self._finish(seqs[i], "error", error=error)
-            masks = masks.without(list(failed)) if masks is not None else None
-            seqs = [s for i, s in enumerate(seqs) if i not in failed]
-        if not seqs:
-            return
-        logits = np.stack(logits) if isinstance(logits, list) else logits
-        self._metrics.batch_size.observe(len(seqs))
-        self._sample_and_emit(seqs, logits, masks)
+        self._metrics.batch_size.observe(len(batch))
+        allowed, dead_ends = _allowed(masks)
+        self._emit(batch.seqs, batch.sample(logits, allowed), dead_ends)
 
-    def _sample_and_emit(self, seqs: list[Sequence], logits: np.ndarray, masks: MaskBatch | None) -> None:
-        allowed, dead_ends = None, frozenset()
-        if masks is not None:
-            rows, ok = masks.rows, masks.allowed()
-            stuck = ~ok.any(axis=1)
-            if stuck.any():  # the vocabulary cannot continue the constraint (see _finish below)
-                ok[stuck] = True
-                dead_ends = frozenset(rows[stuck].tolist())
-            allowed = (rows, ok)
-        out = sample(logits, [s.row for s in seqs], allowed)
-        max_len = self.runner.max_len
-        for i, seq in enumerate(seqs):
-            if i in dead_ends:
-                # Like a constraint that max_tokens cut short: "length", with the text so far.
-                self._finish(seq, "length")
-                continue
-            token = int(out.tokens[i])
-            job = seq.job
-            gap = seq.record(token)
-            now = seq.last_token_at
-            if job.first_token_at is None:
-                job.first_token_at = now
-                self._metrics.time_to_first_token.observe(now - job.handle.submitted_at)
-            elif gap > 0.0:
-                self._metrics.inter_token_latency.observe(gap)
-            # A constraint that cannot go on (a choice or schema complete, or eos taken) ends the sample.
-            constraint_done = False
-            if seq.matcher is not None:
-                if not seq.matcher.consume_token(token):  # the mask allowed only what the grammar takes
-                    self._finish(seq, "error", error=f"structured output: {seq.matcher.get_error()}")
-                    continue
-                constraint_done = seq.matcher.is_stopped()
-            if token in job.stop_ids:
-                self._emit(seq, TokenEvent(seq.index, token, "", out.logprobs[i], out.top_logprobs[i]))
-                self._finish(seq, "stop", token)
-                continue
-            if seq.lazy_text:  # unary and no stop strings: the text is decoded once, at the end
-                seq.detokenizer.append(token)
-                matched, text = None, ""
-            else:
-                check = seq.stopper.feed(seq.detokenizer.add(token))
-                matched, text = check.matched, check.text
-            self._emit(seq, TokenEvent(seq.index, token, text, out.logprobs[i], out.top_logprobs[i]))
-            if matched is not None:
-                self._finish(seq, "stop", matched)
-            elif constraint_done:
-                self._finish(seq, "stop")
-            elif seq.generated >= job.params.max_new_tokens or (
-                max_len is not None and self.runner.length(seq.slot) >= max_len
-            ):
-                self._finish(seq, "length")
-            else:
-                if seq.next_token is None:
-                    self._decoding.append(seq)
-                seq.next_token = token
-        self._metrics.generation_tokens.inc(len(seqs))
+    def _decode_rows_alone(
+        self, exc: Exception, masks: MaskBatch | None
+    ) -> tuple[np.ndarray | None, MaskBatch | None]:
+        """After a failed decode run: each row alone; the rows that fail again end. Returns the
+        survivors' logits in batch order (None when none is left) and their masks."""
+        batch = self._batch
+        seqs = list(batch.seqs)
+        rows, tokens = batch.slots[: len(seqs)].copy(), batch.tokens[: len(seqs)].copy()
+        each = self._rows_alone(
+            exc, len(seqs), lambda i: self.runner.decode(rows[i : i + 1], tokens[i : i + 1])[0].copy()
+        )
+        failed = [i for i, out in enumerate(each) if isinstance(out, str)]
+        _settle(masks)
+        for i in failed:
+            self._finish(Ending(seqs[i], "error", error=each[i]))
+        if masks is not None and failed:
+            masks = masks.without(failed)
+        survivors = [out for out in each if not isinstance(out, str)]
+        return (np.stack(survivors) if survivors else None), masks
 
-    def _finish(
-        self,
-        seq: Sequence,
-        reason: FinishReason,
-        stop_reason: str | int | None = None,
-        error: str | None = None,
-    ) -> None:
+    def _emit(self, seqs: list[Sequence], out: SampleOutput, dead_ends: frozenset[int]) -> None:
+        """Hand the sampled tokens to the output processor and end the samples it says end."""
+        endings = self.output.accept(seqs, out, dead_ends)
+        for ending in endings:
+            self._finish(ending)
+
+    def _finish(self, ending: Ending) -> None:
+        seq = ending.seq
         if seq.finished:
             return
         seq.finished = True
-        text = ""
-        if reason in ("stop", "length") and not isinstance(stop_reason, str):
-            check = seq.stopper.feed(seq.detokenizer.flush())
-            text = check.text if check.matched else check.text + seq.stopper.flush()
-            if check.matched:
-                reason, stop_reason = "stop", check.matched
-        job = seq.job
-        usage = Usage(len(job.prompt), seq.generated)
-        job.finished += 1  # first: a non-streaming job releases its held events with its last finish
-        self._emit(seq, FinishEvent(seq.index, reason, text, stop_reason, usage, error))
-        if seq.next_token is not None:
-            self._decoding.remove(seq)
+        self.output.finish(ending)
+        self._batch.remove(seq)
         if seq in self._prefilling:
             self._prefilling.remove(seq)
         self.runner.reset(seq.slot)
         self.slots.release(seq.slot)
         del self._by_slot[seq.slot]
         self._maybe_holes = True
+        job = seq.job
         if job.done:
             with self._cond:
                 self._running.remove(job)
-            self._metrics.e2e_latency.observe(time.perf_counter() - job.handle.submitted_at)
-
-    def _finish_unadmitted(self, job: Job) -> None:
-        for index in range(job.params.n):
-            self._post(job, FinishEvent(index, "cancelled"), final=True)
 
     def _drop_cancelled_running(self, cancel_all: bool) -> None:
         for job in list(self._running):
             if cancel_all or job.handle.cancelled:
                 for seq in job.sequences:
-                    self._finish(seq, "cancelled")
+                    self._finish(Ending(seq, "cancelled"))
 
     def _rows_alone(
         self, exc: Exception, count: int, run_row: Callable[[int], np.ndarray]
@@ -458,36 +411,7 @@ class Scheduler:
     def _fail_all(self, message: str) -> None:
         for job in list(self._running):
             for seq in job.sequences:
-                self._finish(seq, "error", error=message)
-
-    # ---- delivery to event loops ----------------------------------------------------------------
-    def _emit(self, seq: Sequence, event: TokenEvent | FinishEvent) -> None:
-        self._post(seq.job, event)
-
-    def _post(self, job: Job, item: Delivery, final: bool = False) -> None:
-        if not job.handle.request.stream and not (final or job.done):
-            job.held.append(item)  # a unary request gets everything at once, when it is done
-            return
-        outbox = self._outbox.setdefault(job.handle.loop, [])
-        if job.held:
-            outbox.extend((job.handle, held) for held in job.held)
-            job.held.clear()
-        outbox.append((job.handle, item))
-
-    def _flush(self) -> None:
-        """Hand pending events to their loops: one `call_soon_threadsafe` per loop, not one per token.
-
-        Called just before each model run, so the woken event loop does its work while ORT computes
-        with the GIL released instead of making this thread wait for the GIL.
-        """
-        if not self._outbox:
-            return
-        outbox, self._outbox = self._outbox, {}
-        for loop, items in outbox.items():
-            try:
-                loop.call_soon_threadsafe(RequestHandle.deliver_all, items)
-            except RuntimeError:  # the caller's loop is closed: nobody is listening any more
-                log.debug("dropping events for a closed event loop")
+                self._finish(Ending(seq, "error", error=message))
 
     def _update_gauges(self) -> None:
         running, waiting = len(self._running), len(self._waiting)  # len() is atomic: no lock per step
@@ -499,6 +423,20 @@ class Scheduler:
         self._metrics.waiting.set(waiting)
         self._metrics.slots_used.set(used)
         self._metrics.slots_usage.set(used / self.runner.max_slots)
+
+
+def _allowed(masks: MaskBatch | None) -> tuple[tuple[np.ndarray, np.ndarray] | None, frozenset[int]]:
+    """The step's structured-output masks as (rows, allowed) for the sampler, and the rows whose
+    constraint no token can continue (they end; their mask is lifted so the sampler has a choice)."""
+    if masks is None:
+        return None, frozenset()
+    rows, ok = masks.rows, masks.allowed()
+    stuck = ~ok.any(axis=1)
+    dead_ends: frozenset[int] = frozenset()
+    if stuck.any():
+        ok[stuck] = True
+        dead_ends = frozenset(rows[stuck].tolist())
+    return (rows, ok), dead_ends
 
 
 def _settle(masks: MaskBatch | None) -> None:

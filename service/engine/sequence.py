@@ -61,6 +61,7 @@ class Sequence:
         self.slot = slot
         self.prefilled = 0
         self.next_token: int | None = None  # sampled but not yet fed to the model
+        self.batch_index: int | None = None  # its row in the decode batch while it decodes
         self.finished = False
         self.last_token_at: float | None = None
         self.detokenizer = IncrementalDetokenizer(tokenizer, params.skip_special_tokens, decode_cache)

@@ -1,9 +1,15 @@
 """Drives a GroupQueryAttention decoder over the in-place KV cache with IO binding.
 
 Each layer's buffer is bound as both `past_key_values.{i}.*` and `present.{i}.*` at the same
-address, so the graph writes new K/V in place. The decode binding keeps its KV and logits bindings
-across steps and only rebinds them when the high-water row changes; input_ids, attention_mask and
-position_ids are rebound each step (they are tiny). Logits are the only thing copied to the host.
+address, so the graph writes new K/V in place. Every decode input and output lives in a buffer
+that persists, bound by pointer: the binding changes only when the high-water row or the mask's
+width bucket changes, and a step only writes the inputs' contents. Logits are the only thing copied
+to the host.
+
+The attention mask's width tells GroupQueryAttention the total sequence length; each row's own
+length comes from its count of ones. A mask wider than the longest row (zeros on the right) gives
+the same logits, so the width grows in buckets of `MASK_WIDTH_STEP` and is rebound once a bucket,
+not every step (tests/engine/test_generation.py holds the engine to torch's tokens).
 
 The same code runs on CUDA: the KV buffers are then OrtValues in device memory (DeviceBuffer), bound
 in place by pointer exactly as on the CPU; the small per-step inputs are bound in host memory and
@@ -21,6 +27,8 @@ from service.engine.errors import ManifestError
 from service.engine.kv_cache import KVCache, KVCacheSpec
 from service.engine.row_copy import RowCopier
 from service.engine.runtime import ModelSession
+
+MASK_WIDTH_STEP = 32  # decode mask widths are multiples of this (see the module docstring)
 
 
 class TransformerRunner:
@@ -51,11 +59,18 @@ class TransformerRunner:
         self._has_position_ids = "position_ids" in session.input_names
         self._logits_dtype = session.output_dtype("logits")
         self._logits = np.zeros((max_slots, 1, vocab_size), dtype=self._logits_dtype)
+        self._step_logits = self._logits[:, 0]  # a [max_slots, vocab] view
+        self._rows_logits = np.zeros((max_slots, vocab_size), dtype=np.float32)  # what decode returns
         self._ids = np.zeros((max_slots, 1), dtype=np.int64)  # decode inputs, reused every step
+        self._ids_flat = self._ids.reshape(max_slots)  # the same memory, one id per row
         self._mask = np.zeros(max_slots * spec.max_len, dtype=np.int64)
         self._positions = np.arange(spec.max_len, dtype=np.int64)[None, :]
         self._decode_binding = session.io_binding()
         self._decode_rows = 0  # rows the decode binding's KV and logits currently cover
+        self._mask_shape = (0, 0)  # (rows, width) of the attention mask the decode binding holds
+        # An upper bound of (length + 1) over the decode rows, kept between steps; None when a
+        # reset, copy or prefill changed lengths other than by a decode step (then it is recomputed).
+        self._longest: int | None = None
 
     @property
     def max_len(self) -> int:
@@ -66,12 +81,14 @@ class TransformerRunner:
 
     def reset(self, row: int) -> None:
         self.cache.reset(row)
+        self._longest = None
 
     def copy_row(self, src: int, dst: int) -> None:
         """Copy one slot's keys, values and length to another slot, on the cache's device."""
         for buffer in (*self.cache.keys, *self.cache.values):
             self._copier.copy(buffer, src, dst)
         self.cache.lengths[dst] = self.cache.lengths[src]
+        self._longest = None
 
     def move_row(self, src: int, dst: int) -> None:
         """Compaction: the row moves down into a hole."""
@@ -94,17 +111,22 @@ class TransformerRunner:
         is the position its next chunk overwrites. Either way no cached token is disturbed.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        high = int(rows.max()) + 1
+        high = max(rows.tolist()) + 1  # a list's max: a numpy reduction costs more at a few rows
         lengths = self.cache.lengths[:high]
-        counts = lengths + 1
-        width = int(counts.max())  # dummy rows never exceed a live row: the max is a live row's
-        if width > self.max_len:
+        longest = self._longest
+        if longest is None or high != self._decode_rows or longest > self.max_len:
+            longest = int(lengths.max()) + 1
+        if longest > self.max_len:
             raise RuntimeError("a row is at the end of its KV buffer; the scheduler must stop it first")
-        ids = self._ids[:high]
-        ids.fill(self.pad_id)
-        ids[rows, 0] = tokens
+        width = min(-(-longest // MASK_WIDTH_STEP) * MASK_WIDTH_STEP, self.max_len)
+        packed = high == len(rows)  # rows are distinct: then they are exactly [0, high), no hole
+        ids = self._ids_flat
+        if not packed:
+            ids[:high].fill(self.pad_id)
+        ids.put(rows, tokens)
         mask = self._mask[: high * width].reshape(high, width)  # contiguous [high, width] in the buffer
-        np.less(self._positions[:, :width], counts[:, None], out=mask, casting="unsafe")
+        # Each row (dummy rows too) counts its cached tokens plus the one it runs now.
+        np.less_equal(self._positions[:, :width], lengths[:, None], out=mask, casting="unsafe")
         binding = self._decode_binding
         if high != self._decode_rows:
             # Everything but the mask lives in buffers that persist: bound by pointer once per height.
@@ -118,10 +140,21 @@ class TransformerRunner:
                     "position_ids", "cpu", 0, np.int64, [high, 1], self.cache.lengths.ctypes.data
                 )
             self._decode_rows = high
-        binding.bind_input("attention_mask", "cpu", 0, np.int64, [high, width], self._mask.ctypes.data)
+        if self._mask_shape != (high, width):
+            binding.bind_input("attention_mask", "cpu", 0, np.int64, [high, width], self._mask.ctypes.data)
+            self._mask_shape = (high, width)
         self.session.run_binding(binding)
-        self.cache.lengths[rows] += 1
-        return self._logits[rows, 0].astype(np.float32)  # a copy: the buffer is reused next step
+        if packed:
+            lengths += 1  # a view of [0, high): cheaper than indexing by rows
+        else:
+            self.cache.lengths[rows] += 1
+        self._longest = longest + 1
+        if self._logits_dtype != np.float32:  # a float16 graph: widened for host sampling (a copy)
+            return self._step_logits[rows].astype(np.float32)
+        # The rows' logits in their order, into a buffer of its own (no allocation per step); valid
+        # until the next call, which overwrites it. The method, not np.take (a Python wrapper), and
+        # mode "clip" (the rows are in range), since numpy buffers `out` in its default mode.
+        return self._step_logits.take(rows, 0, self._rows_logits[: len(rows)], "clip")
 
     def prefill(
         self, rows: Sequence[int], chunks: Sequence[np.ndarray], all_logits: Sequence[bool]
@@ -156,6 +189,8 @@ class TransformerRunner:
         except BaseException:
             self.cache.lengths[np.asarray(rows, dtype=np.int64)] = before
             raise
+        finally:
+            self._longest = None
         return [o for o in out if o is not None]
 
     def _prefill_group(

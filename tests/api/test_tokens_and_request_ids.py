@@ -14,6 +14,7 @@ from harness.server_process import ServerProcess
 from harness.tiny_models import tiny_prompt
 from service.api.generated.seqserve.v1 import inference_pb2 as pb
 from service.api.generated.seqserve.v1 import inference_pb2_grpc as pb_grpc
+from service.settings import Settings
 from tests.api.conftest import CLF_MODEL, GEN_MODEL, RNN_MODEL
 from tests.api.sse import events
 
@@ -45,7 +46,9 @@ def test_tokenize_covers_chat_messages_recurrent_models_and_classifiers(http: ht
     ).json()
     assert without_heading["tokens"] == tiny_prompt("ROMEO:\nTo be?\n\n")
     rnn = http.post("/tokenize", json={"model": RNN_MODEL, "prompt": TEXT}).json()
-    assert rnn["tokens"] == tiny_prompt(TEXT) and rnn["max_model_len"] is None
+    # A recurrent model has no context: its prompt limit is the recurrent default.
+    assert rnn["tokens"] == tiny_prompt(TEXT)
+    assert rnn["max_model_len"] == Settings().recurrent_max_prompt_tokens
     assert http.post("/tokenize", json={"model": CLF_MODEL, "prompt": "To be"}).json()["count"] == 5
 
 

@@ -119,7 +119,12 @@ def llama_from_onnx(model: onnx.ModelProto, manifest: dict[str, Any]) -> tuple[T
         state[f"{dst}.self_attn.o_proj.weight"] = weights.pop(f"{src}.attn.o_proj.weight_t").T
         for proj in ("gate_proj", "up_proj", "down_proj"):
             state[f"{dst}.mlp.{proj}.weight"] = weights.pop(f"{src}.mlp.{proj}.weight_t").T
-    leftover = sorted(name for name, array in weights.items() if array.dtype.kind == "f")
+    # An int8 KV cache's scales (training/export/kv_quant.py) belong to the cache, not to the weights.
+    leftover = sorted(
+        name
+        for name, array in weights.items()
+        if array.dtype.kind == "f" and not name.startswith("kv_scale.")
+    )
     if leftover:
         raise ValueError(f"weights with no HF llama counterpart: {leftover}")
     return config, {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in state.items()}

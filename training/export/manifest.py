@@ -22,6 +22,8 @@ MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 1
 _DTYPE_NAMES = {
     onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.INT8: "int8",
     onnx.TensorProto.INT64: "int64",
     onnx.TensorProto.INT32: "int32",
 }

@@ -23,6 +23,16 @@ def make_session(model: onnx.ModelProto | Path | str, threads: int = 1) -> ort.I
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+# ORT's type strings for the cache dtypes a decoder graph may have (docs/artifact-contract.md).
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8}
+
+
+def cache_dtype(session: ort.InferenceSession) -> np.dtype:
+    """The element type of the graph's KV cache (float32, float16 or int8), read from its past inputs."""
+    past = next(i for i in session.get_inputs() if i.name.startswith("past_key_values."))
+    return np.dtype(ORT_TYPES[past.type])
+
+
 def cache_geometry(session: ort.InferenceSession) -> tuple[int, int, int, int]:
     """(num_layers, kv_heads, max_cache_len, head_dim), read from the graph's past inputs."""
     pasts = [
@@ -39,9 +49,10 @@ class InPlaceDecoder:
         self.session = session
         self.num_layers, kv_heads, self.max_len, head_dim = cache_geometry(session)
         shape = (rows, kv_heads, self.max_len, head_dim)
+        self.dtype = cache_dtype(session)
         # Kept as attributes: ORT holds raw pointers only, so the arrays must outlive every run.
-        self.keys = [np.zeros(shape, np.float32) for _ in range(self.num_layers)]
-        self.values = [np.zeros(shape, np.float32) for _ in range(self.num_layers)]
+        self.keys = [np.zeros(shape, self.dtype) for _ in range(self.num_layers)]
+        self.values = [np.zeros(shape, self.dtype) for _ in range(self.num_layers)]
         self.lengths = np.zeros(rows, np.int64)
         self.vocab_size = int(session.get_outputs()[0].shape[-1])
 
@@ -52,8 +63,8 @@ class InPlaceDecoder:
                 buf = buffers[layer]
                 shape = [count, *buf.shape[1:]]
                 pointer = buf.ctypes.data + row0 * buf[0].nbytes
-                binding.bind_input(f"past_key_values.{layer}.{kind}", "cpu", 0, np.float32, shape, pointer)
-                binding.bind_output(f"present.{layer}.{kind}", "cpu", 0, np.float32, shape, pointer)
+                binding.bind_input(f"past_key_values.{layer}.{kind}", "cpu", 0, self.dtype, shape, pointer)
+                binding.bind_output(f"present.{layer}.{kind}", "cpu", 0, self.dtype, shape, pointer)
 
     def step(self, row0: int, tokens: Sequence[Sequence[int]]) -> np.ndarray:
         """Feed new tokens to rows row0.. (right-padded when ragged); returns logits [n, S, vocab].
