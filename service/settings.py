@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # (gRPC DEADLINE_EXCEEDED) and leaves the queue. 0: no limit. A request's `timeout` may ask for less.
     max_queue_time_s: float = Field(30.0, ge=0.0)
     # Engine tuning: prompt tokens prefilled per scheduler iteration (bounds the stall of running streams).
-    prefill_chunk_tokens: int = Field(512, ge=16)
+    prefill_chunk_tokens: int = Field(64, ge=16)
     # Structured outputs: the longest schema, regex, choice list or grammar text (characters), the
     # longest a constraint may take to compile, and how many compiled grammars each model keeps.
     max_constraint_chars: int = Field(65536, ge=64)

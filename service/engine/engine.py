@@ -58,7 +58,7 @@ class GenerationEngine:
         context_length: int | None = None,
         recurrent_max_prompt_tokens: int = 32768,
         max_new_tokens: int = 512,
-        prefill_chunk_tokens: int = 512,
+        prefill_chunk_tokens: int = 64,
         warmup: bool = True,
         constraint_limits: ConstraintLimits | None = None,
         grammar_cache_size: int = 256,
