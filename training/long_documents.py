@@ -11,43 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-TRUNCATIONS = ("head", "tail", "head_tail")
-HEAD_SHARE = 0.25  # head_tail: fraction of the budget given to the opening tokens (128 of 512 in Sun et al.)
+# The cut and the windows are the service's own functions, so training evaluates exactly what is served.
+from service.engine.preprocessing import (
+    HEAD_SHARE,
+    LONG_DOCUMENT_MODES,
+    POOLINGS,
+    TRUNCATIONS,
+    truncate,
+    window_starts,
+)
 
-
-def truncate(ids: Sequence[int], room: int, policy: str) -> list[int]:
-    """At most `room` ids of `ids`, chosen by `policy`; a text that fits comes back whole."""
-    if policy not in TRUNCATIONS:
-        raise ValueError(f"truncation must be one of {TRUNCATIONS}, not {policy!r}")
-    ids = list(ids)
-    if len(ids) <= room:
-        return ids
-    if room <= 0:
-        return []
-    if policy == "head":
-        return ids[:room]
-    if policy == "tail":
-        return ids[len(ids) - room :]
-    head = int(room * HEAD_SHARE)
-    return ids[:head] + ids[len(ids) - (room - head) :]
-
-
-LONG_DOCUMENT_MODES = ("truncate", "windows")
-POOLINGS = ("mean", "max")
-
-
-def window_starts(length: int, room: int, stride: int) -> list[int]:
-    """Start offsets of the windows that cover `length` ids, `room` ids each, `stride` apart.
-
-    The last window is aligned to the end of the text, so every window is full and the closing
-    lines (where reviewers give their verdict) are always read whole. A text that fits is one window.
-    """
-    if room <= 0 or stride <= 0:
-        raise ValueError(f"window room and stride must be positive, got {room} and {stride}")
-    if length <= room:
-        return [0]
-    starts = list(range(0, length - room, stride))
-    return [*starts, length - room]
+__all__ = [
+    "HEAD_SHARE",
+    "LONG_DOCUMENT_MODES",
+    "POOLINGS",
+    "TRUNCATIONS",
+    "pool_log_probabilities",
+    "split_windows",
+    "truncate",
+    "window_starts",
+]
 
 
 def split_windows(ids: Sequence[int], room: int, stride: int) -> list[list[int]]:

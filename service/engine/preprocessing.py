@@ -76,10 +76,18 @@ class InputPolicy:
         return (weights / weights.sum()).astype(np.float32)
 
 
-def truncate(ids: list[int], room: int, policy: str) -> list[int]:
-    """At most `room` ids: the head, the tail, or a quarter from the head and the rest from the tail."""
+def truncate(ids: Sequence[int], room: int, policy: str) -> list[int]:
+    """At most `room` ids: the head, the tail, or a quarter from the head and the rest from the tail.
+
+    Training cuts its texts with this same function (training/long_documents.py), so the two cannot
+    drift apart."""
+    if policy not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, not {policy!r}")
+    ids = list(ids)
     if len(ids) <= room:
         return ids
+    if room <= 0:
+        return []
     if policy == "head":
         return ids[:room]
     if policy == "tail":
@@ -89,7 +97,13 @@ def truncate(ids: list[int], room: int, policy: str) -> list[int]:
 
 
 def window_starts(length: int, room: int, stride: int) -> list[int]:
-    """Offsets of `room`-id windows `stride` apart; the last ends on the last id; one if the text fits."""
+    """Start offsets of the windows that cover `length` ids, `room` ids each, `stride` apart.
+
+    The last window is aligned to the end of the text, so every window is full and the closing
+    lines (where reviewers give their verdict) are always read whole. A text that fits is one window.
+    """
+    if room <= 0 or stride <= 0:
+        raise ValueError(f"window room and stride must be positive, got {room} and {stride}")
     if length <= room:
         return [0]
     return [*range(0, length - room, stride), length - room]
