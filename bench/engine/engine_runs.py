@@ -19,11 +19,12 @@ from service.engine import (
 from service.settings import Settings
 
 
-def open_engine(model_dir: Path, max_slots: int, threads: int) -> GenerationEngine:
+def open_engine(model_dir: Path, max_slots: int, threads: int, provider: str = "cpu") -> GenerationEngine:
     # ORT's own thread options, as genai, Optimum and transformers run theirs: this compares engines at
     # equal threads. The service's default (non-spinning threads, cores less one) is measured by
     # bench/ceiling beside the service; spinning off here made 2 threads slower than one.
     settings = Settings(
+        provider=provider,
         max_slots=max_slots,
         intra_op_threads=threads,
         allow_spinning=threads > 1,

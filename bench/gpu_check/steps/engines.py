@@ -6,24 +6,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from service.engine import GenerationEngine, GenerationRequest, SamplingParams, load_generation_model
-from service.settings import Settings
+from bench.engine import engine_runs
+from service.engine import GenerationEngine, GenerationRequest, SamplingParams
 
 
 def open_engine(model_dir: Path, provider: str, max_slots: int, threads: int) -> GenerationEngine:
-    settings = Settings(
-        provider=provider,
-        max_slots=max_slots,
-        intra_op_threads=threads,
-        allow_spinning=threads > 1,
-        max_queue=1024,
-        max_new_tokens=4096,
-    )
-    engine = load_generation_model(model_dir, settings)
-    engine.max_prompt_tokens = engine.runner.max_len or 1 << 30
-    engine.context_length = None
-    engine.start()
-    return engine
+    """The engine bench's own setup (one place for it), on `provider`."""
+    return engine_runs.open_engine(model_dir, max_slots=max_slots, threads=threads, provider=provider)
 
 
 def greedy(engine: GenerationEngine, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
