@@ -373,6 +373,8 @@ class Scheduler:
         self.runner.reset(seq.slot)
         self.slots.release(seq.slot)
         del self._by_slot[seq.slot]
+        if self._waiting:  # a freed slot can take a waiting request now, not when the batch drains
+            self._attention = True
         self._maybe_holes = True
         job = seq.job
         if job.done:

@@ -103,3 +103,30 @@ def test_a_recurrent_model_has_a_default_prompt_limit_naming_the_field(tiny_mode
         assert engine.max_prompt_tokens == 100
     finally:
         run(engine.stop(5))
+
+
+@pytest.mark.parametrize("kind", ["llama", "lstm"])
+def test_a_freed_slot_is_refilled_while_the_batch_keeps_decoding(kind, tiny_model):
+    """With two slots and three requests, the third takes the slot the shortest frees, so it finishes
+    before the longest one (not after the whole batch drains)."""
+    engine = make_engine(tiny_model(kind), warmup=False, max_slots=2)
+    prompt = prompts_of((6,))[0]
+
+    async def go() -> list[str]:
+        lengths = {"long": 48, "medium": 8, "short": 4}
+        handles = {
+            name: engine.submit(request(prompt, max_new_tokens=n, ignore_eos=True))
+            for name, n in lengths.items()
+        }
+        tasks = {asyncio.ensure_future(h.result()): name for name, h in handles.items()}
+        order = []
+        for done in asyncio.as_completed(tasks, timeout=60):
+            result = await done
+            order.append(next(name for name, h in handles.items() if h.request_id == result.request_id))
+        return order
+
+    try:
+        order = run(go())
+    finally:
+        run(engine.stop(5))
+    assert order.index("short") < order.index("long"), order
