@@ -24,6 +24,7 @@ from service import metrics
 from service.engine.errors import (
     EngineStoppedError,
     InvalidRequestError,
+    ManifestError,
     QueueFullError,
     RequestTooLargeError,
 )
@@ -87,6 +88,9 @@ class ClassifierBatcher:
         self.eos_id = eos_id if append_eos else None
         self.policy = policy or InputPolicy(max_tokens=max_length)
         self.max_length = self.policy.max_tokens
+        if self.max_length - (1 if self.eos_id is not None else 0) < 1:
+            # refused at load, so a bad manifest is one clear error rather than a 500 per request
+            raise ManifestError(f"{name}: preprocessing max_tokens {self.max_length} leaves no room for text")
         self.max_windows_per_text = max_windows_per_text
         self.max_tokens_per_request = max_tokens_per_request
         self.max_batch = max_batch
@@ -152,6 +156,10 @@ class ClassifierBatcher:
         now = time.perf_counter()
         items = [[_Item(piece, now, loop.create_future(), loop) for piece in pieces] for pieces in per_text]
         flat = [item for group in items for item in group]
+        if len(flat) > self.max_queue:  # could never fit, so not a retryable queue-full
+            raise RequestTooLargeError(
+                "texts", f"{len(flat)} model inputs in all; at most {self.max_queue} fit the queue"
+            )
         with self._cond:
             if not self._running:
                 raise EngineStoppedError(f"classifier {self.name!r} is not running")

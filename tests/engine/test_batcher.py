@@ -14,6 +14,7 @@ from service.engine import (
     QueueFullError,
     RequestTooLargeError,
 )
+from service.engine.errors import ManifestError
 from service.engine.preprocessing import InputPolicy
 from service.engine.runtime import ModelSession
 from tests.engine.tiny_classifier import build_classifier, expected_probabilities
@@ -162,19 +163,27 @@ def test_texts_of_similar_length_are_batched_together(classifier_path, bpe_token
     assert records[0].padded_length == short_len  # the short texts went together, unpadded
 
 
-def test_a_full_queue_rejects_at_once(classifier_path, bpe_tokenizer):
+def test_a_request_larger_than_the_queue_is_too_large_not_retryable(classifier_path, bpe_tokenizer):
+    """More model inputs than the queue holds could never be admitted, so it is a 413 naming `texts`,
+    not a queue-full 503 that invites a retry."""
     batcher = make_batcher(classifier_path, bpe_tokenizer, [], max_batch=4, max_delay_ms=5, max_queue=5)
 
     async def go():
         batcher.start()
         try:
-            with pytest.raises(QueueFullError):
+            with pytest.raises(RequestTooLargeError) as caught:
                 await batcher.classify(["t"] * 6)
+            assert caught.value.field == "texts" and not isinstance(caught.value, QueueFullError)
             assert len(await batcher.classify(["t"] * 5)) == 5
         finally:
             await batcher.stop()
 
     run(go())
+
+
+def test_a_policy_that_leaves_no_room_for_text_is_refused_at_load(classifier_path, bpe_tokenizer):
+    with pytest.raises(ManifestError, match="no room"):
+        make_batcher(classifier_path, bpe_tokenizer, [], policy=InputPolicy(max_tokens=1))
 
 
 def windowed_batcher(classifier_path, tokenizer, records, **kw) -> ClassifierBatcher:
