@@ -68,9 +68,6 @@ class TransformerRunner:
         self._decode_binding = session.io_binding()
         self._decode_rows = 0  # rows the decode binding's KV and logits currently cover
         self._mask_shape = (0, 0)  # (rows, width) of the attention mask the decode binding holds
-        # An upper bound of (length + 1) over the decode rows, kept between steps; None when a
-        # reset, copy or prefill changed lengths other than by a decode step (then it is recomputed).
-        self._longest: int | None = None
 
     @property
     def max_len(self) -> int:
@@ -81,14 +78,12 @@ class TransformerRunner:
 
     def reset(self, row: int) -> None:
         self.cache.reset(row)
-        self._longest = None
 
     def copy_row(self, src: int, dst: int) -> None:
         """Copy one slot's keys, values and length to another slot, on the cache's device."""
         for buffer in (*self.cache.keys, *self.cache.values):
             self._copier.copy(buffer, src, dst)
         self.cache.lengths[dst] = self.cache.lengths[src]
-        self._longest = None
 
     def move_row(self, src: int, dst: int) -> None:
         """Compaction: the row moves down into a hole."""
@@ -113,9 +108,7 @@ class TransformerRunner:
         rows = np.asarray(rows, dtype=np.int64)
         high = max(rows.tolist()) + 1  # a list's max: a numpy reduction costs more at a few rows
         lengths = self.cache.lengths[:high]
-        longest = self._longest
-        if longest is None or high != self._decode_rows or longest > self.max_len:
-            longest = int(lengths.max()) + 1
+        longest = int(lengths.max()) + 1  # dummy rows never exceed a live row: a live row's count
         if longest > self.max_len:
             raise RuntimeError("a row is at the end of its KV buffer; the scheduler must stop it first")
         width = min(-(-longest // MASK_WIDTH_STEP) * MASK_WIDTH_STEP, self.max_len)
@@ -148,7 +141,6 @@ class TransformerRunner:
             lengths += 1  # a view of [0, high): cheaper than indexing by rows
         else:
             self.cache.lengths[rows] += 1
-        self._longest = longest + 1
         if self._logits_dtype != np.float32:  # a float16 graph: widened for host sampling (a copy)
             return self._step_logits[rows].astype(np.float32)
         # The rows' logits in their order, into a buffer of its own (no allocation per step); valid
@@ -189,8 +181,6 @@ class TransformerRunner:
         except BaseException:
             self.cache.lengths[np.asarray(rows, dtype=np.int64)] = before
             raise
-        finally:
-            self._longest = None
         return [o for o in out if o is not None]
 
     def _prefill_group(
