@@ -170,9 +170,9 @@ class Scheduler:
                     admitted, dropped = self._admit_locked(cancel_all)
                 for job in dropped:
                     self.output.finish_unadmitted(job)
+            for job in admitted:
+                self._start_or_abandon(job)
             try:
-                for job in admitted:
-                    self._start_job(job)
                 if not steady:
                     self._drop_cancelled_running(cancel_all)
                 self._prefill_step()
@@ -203,6 +203,25 @@ class Scheduler:
             job.slots = [self.slots.allocate() for _ in range(job.params.n)]
         self._running.extend(admitted)
         return admitted, dropped
+
+    def _start_or_abandon(self, job: Job) -> None:
+        """Start an admitted job; if that raises (a reset, a grammar matcher), only this job ends: its
+        slots go back and each of its samples finishes with the error, so its caller never hangs."""
+        try:
+            self._start_job(job)
+        except Exception as exc:
+            log.exception("model %s could not start a request; it ends with an error", self.model_name)
+            for seq in job.sequences:
+                self._by_slot.pop(seq.slot, None)
+                if seq in self._prefilling:
+                    self._prefilling.remove(seq)
+            job.sequences.clear()
+            for slot in job.slots:
+                self.slots.release(slot)
+            with self._cond:
+                self._running.remove(job)
+            self._attention = True  # the freed slots can take a waiting request
+            self.output.finish_unadmitted(job, "error", f"request could not start: {exc!r}")
 
     def _start_job(self, job: Job) -> None:
         """Its samples take their slots; the first joins the prefill (queue time runs until its first

@@ -140,3 +140,35 @@ def test_masks_of_the_rows_left_after_a_failed_row_keep_their_own_masks():
     assert last is not None and last.rows.tolist() == [1]
     assert np.flatnonzero(last.allowed()[0]).tolist() == [7]
     assert masks.without([0, 2, 3]) is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_request_whose_start_fails_ends_with_the_error_and_gives_its_slots_back(tiny_model, kind):
+    """A fault while a request takes its slots (here the slot reset; in practice also a grammar
+    matcher) must end that request with an error, not leave its caller waiting on slots it holds."""
+    engine = make_engine(tiny_model(kind), max_slots=2)
+    try:
+        real_reset, faults = engine.runner.reset, []
+
+        def reset_once_faulty(slot: int) -> None:
+            if not faults:
+                faults.append(slot)
+                raise InjectedFault("injected fault at start")
+            real_reset(slot)
+
+        engine.runner.reset = reset_once_faulty
+        params = {"max_new_tokens": 4, "ignore_eos": True}
+
+        async def one(seed: int) -> GenerationResult:
+            return await asyncio.wait_for(engine.submit(req(prompt(seed, 6), n=2, **params)).result(), 30)
+
+        failed = run(one(1))
+        assert [out.finish_reason for out in failed.outputs] == ["error", "error"]
+        assert all("injected fault at start" in (out.error or "") for out in failed.outputs)
+        # Both slots are free again: two requests of two samples each complete one after the other.
+        for seed in (2, 3):
+            done = run(one(seed))
+            assert [len(out.token_ids) for out in done.outputs] == [4, 4]
+        assert engine.ready
+    finally:
+        run(engine.stop(5))
