@@ -126,7 +126,9 @@ class OutputProcessor:
         if job.done:
             self._metrics.e2e_latency.observe(time.perf_counter() - job.handle.submitted_at)
 
-    def finish_unadmitted(self, job: Job, reason: FinishReason = "cancelled", error: str | None = None) -> None:
+    def finish_unadmitted(
+        self, job: Job, reason: FinishReason = "cancelled", error: str | None = None
+    ) -> None:
         """A request that ends without running: cancelled, the engine closing, or a start that failed."""
         for index in range(job.params.n):
             self.post(job, FinishEvent(index, reason, error=error), final=True)
