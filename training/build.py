@@ -25,7 +25,15 @@ CLASSIFIER_KINDS = ("transformer_classifier", "rnn_classifier")
 # Keys of model_config.json (or a recipe's [model]) that are not dataclass fields.
 _EXTRA_KEYS = {
     "transformer_lm": {"preset"},
-    "transformer_classifier": {"preset", "num_labels", "head_dropout", "labels", "append_eos", "init_from"},
+    "transformer_classifier": {
+        "preset",
+        "num_labels",
+        "head_dropout",
+        "head_pooling",
+        "labels",
+        "append_eos",
+        "init_from",
+    },
     "rnn_lm": set(),
     "rnn_classifier": {"labels", "init_from"},
 }
@@ -55,8 +63,9 @@ def resolve_model_config(
     """Turn a recipe's [model] section into a complete model_config dict (presets and vocab filled in).
 
     A Transformer classifier with `init_from = "<LM run dir>"` takes the LM's shape from that run,
-    so only `dropout`, `head_dropout` may be given beside it; an RNN classifier's `init_from` (an
-    `rnn_lm` run) fixes its cell and sizes, leaving dropout, direction and pooling to the recipe.
+    so only `dropout`, `head_dropout` and `head_pooling` may be given beside it; an RNN classifier's
+    `init_from` (an `rnn_lm` run) fixes its cell and sizes, leaving dropout, direction and pooling to
+    the recipe.
     """
     kind = section["kind"]
     _check_keys(kind, section)
@@ -68,17 +77,19 @@ def resolve_model_config(
             base = read_model_config(Path(init_from))
             if base["kind"] != "transformer_lm":
                 raise ValueError(f"init_from must name a transformer_lm run, not a {base['kind']}")
-            shaped = {key: value for key, value in given.items() if key not in ("dropout", "head_dropout")}
+            own = ("dropout", "head_dropout", "head_pooling")
+            shaped = {key: value for key, value in given.items() if key not in own}
             if shaped:
                 raise ValueError(f"with init_from the LM shape comes from {init_from}; drop {sorted(shaped)}")
             given = {**{k: v for k, v in base.items() if k != "kind"}, **given}
             extras["init_from"] = str(init_from)
         preset = given.pop("preset", "llama")
         head_dropout = given.pop("head_dropout", 0.1)
+        head_pooling = given.pop("head_pooling", "last")
         config = TransformerConfig.from_preset(preset, **{**given, "vocab_size": vocab_size})
         extras["preset"] = preset
         if kind == "transformer_classifier":
-            extras.update(head_dropout=head_dropout, append_eos=True)
+            extras.update(head_dropout=head_dropout, head_pooling=head_pooling, append_eos=True)
     elif kind == "rnn_lm":
         config = RNNConfig(**{**given, "vocab_size": vocab_size})
     else:
@@ -114,7 +125,12 @@ def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
         return TransformerLM(TransformerConfig(**fields))
     if kind == "transformer_classifier":
         lm = TransformerLM(TransformerConfig(**fields))
-        return TransformerClassifier(lm, int(config["num_labels"]), float(config.get("head_dropout", 0.1)))
+        return TransformerClassifier(
+            lm,
+            int(config["num_labels"]),
+            float(config.get("head_dropout", 0.1)),
+            str(config.get("head_pooling", "last")),
+        )
     if kind == "rnn_lm":
         return RNNLM(RNNConfig(**fields))
     return RNNClassifier(RNNClassifierConfig(**fields))

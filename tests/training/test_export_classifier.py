@@ -23,6 +23,7 @@ TRANSFORMER_VARIANTS = [
     {"preset": "llama"},
     {"preset": "gpt2", "n_kv_head": 4},
     {"preset": "llama", "d_model": 32},
+    {"preset": "llama", "head_pooling": "mean"},
 ]
 
 
@@ -46,9 +47,16 @@ def test_transformer_classifier_probabilities_match_torch_on_a_padded_batch(over
     assert max(check_classifier(model, session, seed=1).values()) <= TOLERANCE
 
 
-@pytest.mark.parametrize("kind", ["rnn_classifier", "transformer_classifier"])
-def test_extra_padding_changes_no_probability_and_rows_sum_to_one(kind: str) -> None:
-    model, session = _session_for(kind, {})
+@pytest.mark.parametrize(
+    ("kind", "overrides"),
+    [
+        ("rnn_classifier", {}),
+        ("transformer_classifier", {}),
+        ("transformer_classifier", {"head_pooling": "mean"}),
+    ],
+)
+def test_extra_padding_changes_no_probability_and_rows_sum_to_one(kind: str, overrides: dict) -> None:
+    model, session = _session_for(kind, overrides)
     ids, mask = padded_batch([9, 3, 14], model_vocab(model), np.random.default_rng(0))
     (narrow,) = session.run(["probabilities"], {"input_ids": ids, "attention_mask": mask})
     wide_ids, wide_mask = np.pad(ids, ((0, 0), (0, 6))), np.pad(mask, ((0, 0), (0, 6)))

@@ -37,7 +37,7 @@ def _finish(g: GraphBuilder, pooled: str, head: torch.nn.Linear, num_labels: int
 
 
 def build_transformer_classifier(model: TransformerClassifier) -> onnx.ModelProto:
-    """The LM body without a cache, then the head on each row's last real token."""
+    """The LM body without a cache, then the head on each row's last real token or their mean."""
     config = model.lm.config
     g = GraphBuilder("seqserve_transformer_classifier")
     input_ids, mask = _classifier_inputs(g)
@@ -46,6 +46,16 @@ def build_transformer_classifier(model: TransformerClassifier) -> onnx.ModelProt
     positions = g.op("Max", [g.op("Sub", [counted, g.const(1)], "positions_raw"), g.const(0)], "position_ids")
     hidden = add_decoder_body(g, model.lm, (input_ids, positions, mask), config.context_length)
     count = g.op("ReduceSum", [mask, g.const([1])], "token_count", keepdims=1)
+    if model.pooling == "mean":
+        keep = g.op(
+            "Unsqueeze", [g.op("Cast", [mask], "mask_f", to=onnx.TensorProto.FLOAT), g.const([2])], "keep"
+        )
+        total = g.op("ReduceSum", [g.op("Mul", [hidden, keep], "masked"), g.const([1])], "summed", keepdims=0)
+        real = g.op(
+            "Cast", [g.op("Max", [count, g.const(1)], "count_floor")], "count_f", to=onnx.TensorProto.FLOAT
+        )
+        pooled = g.op("Div", [total, real], "mean_pooled")
+        return _finish(g, pooled, model.head, model.head.out_features)
     last = g.op("Sub", [count, g.const(1)], "last_index")
     pooled = g.op("GatherND", [hidden, last], "last_token", batch_dims=1)
     return _finish(g, pooled, model.head, model.head.out_features)

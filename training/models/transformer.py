@@ -234,11 +234,23 @@ class TransformerLM(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    """GPT-1 fine-tuning: a linear head on the last real token, plus LM logits for the auxiliary loss."""
+    """GPT-1 fine-tuning: a linear head on the pooled hidden states, plus LM logits for the auxiliary loss.
 
-    def __init__(self, lm: TransformerLM, num_labels: int, dropout: float = 0.1) -> None:
+    `pooling = "last"` reads the last real token (GPT-1: the appended `<|eos|>`); `"mean"` averages
+    every real token's state, so each token adds its own evidence, as a bag-of-words model's
+    features do: it learns from few labelled documents faster than attention learns to gather them.
+    """
+
+    POOLINGS = ("last", "mean")
+
+    def __init__(
+        self, lm: TransformerLM, num_labels: int, dropout: float = 0.1, pooling: str = "last"
+    ) -> None:
         super().__init__()
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"head_pooling must be one of {self.POOLINGS}, not {pooling!r}")
         self.lm = lm
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(lm.config.d_model, num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
@@ -249,6 +261,10 @@ class TransformerClassifier(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded input: causal attention means padding after a row's last token never reaches it."""
         hidden = self.lm.hidden_states(input_ids)
-        last = attention_mask.long().sum(dim=1) - 1
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        if self.pooling == "mean":
+            keep = attention_mask.to(hidden.dtype).unsqueeze(-1)
+            pooled = (hidden * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+        else:
+            last = attention_mask.long().sum(dim=1) - 1
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.head(self.dropout(pooled)), self.lm.lm_head(hidden)
