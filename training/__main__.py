@@ -118,6 +118,17 @@ def cmd_pooling(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Tune a published classifier's document calibration on selection folds; write it to its manifest."""
+    from training.calibrate import calibrate_artifact
+
+    rule = calibrate_artifact(
+        args.artifact, args.folder, args.classes.split(","), args.folds, args.threads, args.windows
+    )
+    print(json.dumps(rule, indent=1))
+    return 0
+
+
 def cmd_ddp_smoke(args: argparse.Namespace) -> int:
     from training.ddp_smoke import report, run_smoke
 
@@ -259,6 +270,19 @@ def parser() -> argparse.ArgumentParser:
     po.add_argument("--run", type=Path, required=True)
     po.add_argument("--folds", required=True, help='e.g. "700-799": documents the run never trained on')
     po.set_defaults(handler=cmd_pooling)
+
+    ca = commands.add_parser(
+        "calibrate", help="tune a published classifier's document calibration on selection folds"
+    )
+    ca.add_argument("artifact", type=Path, help="exported_models/<name>")
+    ca.add_argument("--folds", required=True, help='e.g. "700-799": documents it never trained on')
+    ca.add_argument("--folder", default="polarity-v2", help="folder corpus under the data root")
+    ca.add_argument("--classes", default="neg,pos", help="class folders, in label order")
+    ca.add_argument("--threads", type=int, default=2)
+    ca.add_argument(
+        "--windows", action="store_true", help="a truncating classifier reads long texts as windows first"
+    )
+    ca.set_defaults(handler=cmd_calibrate)
 
     ex = commands.add_parser("export", help="export a run to exported_models/<name>/")
     ex.add_argument("--run", type=Path, required=True)

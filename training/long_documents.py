@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 # The cut and the windows are the service's own functions, so training evaluates exactly what is served.
 from service.engine.preprocessing import (
     HEAD_SHARE,
     LONG_DOCUMENT_MODES,
     POOLINGS,
     TRUNCATIONS,
+    DocumentCalibration,
+    pool_log_probs,
     truncate,
     window_starts,
 )
@@ -26,6 +30,7 @@ __all__ = [
     "LONG_DOCUMENT_MODES",
     "POOLINGS",
     "TRUNCATIONS",
+    "DocumentCalibration",
     "pool_log_probabilities",
     "split_windows",
     "truncate",
@@ -39,24 +44,10 @@ def split_windows(ids: Sequence[int], room: int, stride: int) -> list[list[int]]
     return [ids[start : start + room] for start in window_starts(len(ids), room, stride)]
 
 
-def pool_log_probabilities(window_log_probs: Sequence[Sequence[float]], pooling: str) -> list[float]:
-    """One text's class log-probabilities from its windows' (for two classes: pooled log-odds).
-
-    `mean` averages the windows' log-probabilities (for two classes, the mean of the window
-    log-odds); `max` takes the window whose top class is the most confident. The result is
-    renormalised, so it is again a distribution's logarithm.
-    """
-    import math
-
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
-    rows = [list(row) for row in window_log_probs]
-    if not rows:
-        raise ValueError("a text needs at least one window")
-    if pooling == "max":
-        pooled = max(rows, key=lambda row: max(row))
-    else:
-        pooled = [sum(column) / len(rows) for column in zip(*rows, strict=True)]
-    top = max(pooled)
-    norm = top + math.log(sum(math.exp(value - top) for value in pooled))
-    return [value - norm for value in pooled]
+def pool_log_probabilities(
+    window_log_probs: Sequence[Sequence[float]], pooling: str, calibration: DocumentCalibration | None = None
+) -> list[float]:
+    """One text's class log-probabilities from its windows' (for two classes: pooled log-odds), by
+    the service's own rule (service/engine/preprocessing.py: `mean`, `max`, and the optional
+    document calibration), renormalised."""
+    return pool_log_probs(np.array([list(row) for row in window_log_probs]), pooling, calibration).tolist()

@@ -6,7 +6,10 @@ another silently costs accuracy, so the service applies exactly what the manifes
 - `truncate`: one input of at most `max_tokens` ids, cut by `truncation` (head, tail, head_tail);
 - `windows`: windows of `max_tokens` ids (an appended EOS included), `window_stride` ids apart,
   the last one ending on the text's last token; the windows' class log-probabilities are pooled
-  (`mean`, or `max`: the most confident window).
+  (`mean`, or `max`: the most confident window);
+- `document_calibration` (optional, two classes, mean pooling): a rule for texts read as several
+  windows, tuned on selection folds (training/calibrate.py): later windows weigh more, and the
+  pooled log-odds are shifted and scaled (see DocumentCalibration).
 A manifest without the section (exported before it existed) keeps the behaviour of that time:
 the head of the text, up to the model's context (512 ids for a model without one).
 """
@@ -29,6 +32,56 @@ LEGACY_MAX_TOKENS = 512  # a model with no context and no preprocessing section
 
 
 @dataclass(frozen=True)
+class DocumentCalibration:
+    """How the windows of a text read as several windows are pooled, tuned on selection folds.
+
+    A classifier trained on sentences reads the windows of a review with a shifted prior (plot
+    summary reads as mildly negative) and under-confident averaged log-odds, and the verdict sits
+    in the closing windows. So window i of n weighs `1 + position_weight * i / (n - 1)` in the mean,
+    and the pooled log-odds of the second label against the first become
+    `log_odds_scale * (log_odds + log_odds_bias)`. Texts of one window are left as they are.
+    """
+
+    position_weight: float = 0.0
+    log_odds_bias: float = 0.0
+    log_odds_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        values = (self.position_weight, self.log_odds_bias, self.log_odds_scale)
+        if not all(np.isfinite(values)):
+            raise ValueError(f"document_calibration values must be finite, got {values}")
+        if self.position_weight < 0 or self.log_odds_scale <= 0:
+            raise ValueError("document_calibration needs position_weight >= 0 and log_odds_scale > 0")
+
+
+def pool_log_probs(
+    logs: np.ndarray, pooling: str, calibration: DocumentCalibration | None = None
+) -> np.ndarray:
+    """One text's class log-probabilities from its inputs' (rows [inputs, classes]), renormalised.
+
+    `mean` averages the rows (for two classes, the window log-odds), position-weighted under a
+    calibration; `max` takes the row whose top class is the most confident. Training scores its
+    documents with this same function (training/long_documents.py)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+    logs = np.asarray(logs, dtype=np.float64)
+    if len(logs) == 0:
+        raise ValueError("a text needs at least one window")
+    if pooling == "max":
+        pooled = logs[int(np.argmax(logs.max(axis=1)))]
+    else:
+        weights = np.ones(len(logs))
+        if calibration is not None and len(logs) > 1:
+            weights += calibration.position_weight * np.arange(len(logs)) / (len(logs) - 1)
+        pooled = weights @ logs / weights.sum()
+    pooled = pooled - np.logaddexp.reduce(pooled)
+    if calibration is not None and len(logs) > 1 and len(pooled) == 2:
+        odds = calibration.log_odds_scale * (pooled[1] - pooled[0] + calibration.log_odds_bias)
+        pooled = np.array([-np.logaddexp(0.0, odds), -np.logaddexp(0.0, -odds)])
+    return pooled
+
+
+@dataclass(frozen=True)
 class InputPolicy:
     """How a text becomes classifier inputs (ids without padding) and how their outputs are pooled."""
 
@@ -37,6 +90,7 @@ class InputPolicy:
     long_documents: str = "truncate"
     window_stride: int = 0
     pooling: str = "mean"
+    calibration: DocumentCalibration | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -51,6 +105,8 @@ class InputPolicy:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
         if self.long_documents == "windows" and self.window_stride < 1:
             raise ValueError(f"windows need a window_stride of at least 1, got {self.window_stride}")
+        if self.calibration is not None and (self.long_documents, self.pooling) != ("windows", "mean"):
+            raise ValueError("document_calibration applies to windows pooled by their mean")
 
     def inputs(self, ids: Sequence[int], eos_id: int | None) -> list[list[int]]:
         """The model inputs of one text's ids: one cut input, or its windows; EOS ends each when given."""
@@ -71,9 +127,7 @@ class InputPolicy:
         if len(probabilities) == 1:
             return probabilities[0]
         logs = np.log(np.maximum(probabilities.astype(np.float64), np.finfo(np.float64).tiny))
-        pooled = logs[int(np.argmax(logs.max(axis=1)))] if self.pooling == "max" else logs.mean(axis=0)
-        weights = np.exp(pooled - pooled.max())
-        return (weights / weights.sum()).astype(np.float32)
+        return np.exp(pool_log_probs(logs, self.pooling, self.calibration)).astype(np.float32)
 
 
 def truncate(ids: Sequence[int], room: int, policy: str) -> list[int]:
@@ -115,12 +169,16 @@ def policy_from_manifest(raw: dict[str, Any], context_length: int | None) -> Inp
     if section is None:
         return InputPolicy(max_tokens=int(context_length or LEGACY_MAX_TOKENS))
     try:
+        calibration = section.get("document_calibration")
+        if calibration is not None and len(raw.get("labels") or []) != 2:
+            raise ValueError("document_calibration needs exactly two labels")
         policy = InputPolicy(
             max_tokens=int(section["max_tokens"]),
             truncation=str(section.get("truncation", "head")),
             long_documents=str(section.get("long_documents", "truncate")),
             window_stride=int(section.get("window_stride", 0)),
             pooling=str(section.get("pooling", "mean")),
+            calibration=None if calibration is None else calibration_from_section(calibration),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{raw.get('name')}: malformed preprocessing section ({exc})") from exc
@@ -129,3 +187,12 @@ def policy_from_manifest(raw: dict[str, Any], context_length: int | None) -> Inp
             f"{raw.get('name')}: preprocessing.max_tokens exceeds the context {context_length}"
         )
     return policy
+
+
+def calibration_from_section(section: dict[str, Any]) -> DocumentCalibration:
+    """The manifest's `preprocessing.document_calibration` (its `selection` record is informative)."""
+    return DocumentCalibration(
+        position_weight=float(section.get("position_weight", 0.0)),
+        log_odds_bias=float(section.get("log_odds_bias", 0.0)),
+        log_odds_scale=float(section.get("log_odds_scale", 1.0)),
+    )
