@@ -46,12 +46,19 @@ class DocumentCalibration:
     log_odds_bias: float = 0.0
     log_odds_scale: float = 1.0
 
+    LIMIT = 100.0  # far beyond any fitted value, and small enough that no pooled number overflows
+
     def __post_init__(self) -> None:
         values = (self.position_weight, self.log_odds_bias, self.log_odds_scale)
         if not all(np.isfinite(values)):
             raise ValueError(f"document_calibration values must be finite, got {values}")
-        if self.position_weight < 0 or self.log_odds_scale <= 0:
-            raise ValueError("document_calibration needs position_weight >= 0 and log_odds_scale > 0")
+        if not (0 <= self.position_weight <= self.LIMIT and 0 < self.log_odds_scale <= self.LIMIT):
+            raise ValueError(
+                f"document_calibration needs 0 <= position_weight <= {self.LIMIT:g} and "
+                f"0 < log_odds_scale <= {self.LIMIT:g}"
+            )
+        if abs(self.log_odds_bias) > self.LIMIT:
+            raise ValueError(f"document_calibration needs |log_odds_bias| <= {self.LIMIT:g}")
 
 
 def pool_log_probs(
@@ -180,7 +187,7 @@ def policy_from_manifest(raw: dict[str, Any], context_length: int | None) -> Inp
             pooling=str(section.get("pooling", "mean")),
             calibration=None if calibration is None else calibration_from_section(calibration),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{raw.get('name')}: malformed preprocessing section ({exc})") from exc
     if context_length and policy.max_tokens > int(context_length):
         raise ManifestError(
@@ -189,10 +196,19 @@ def policy_from_manifest(raw: dict[str, Any], context_length: int | None) -> Inp
     return policy
 
 
+CALIBRATION_KEYS = ("position_weight", "log_odds_bias", "log_odds_scale")
+
+
 def calibration_from_section(section: dict[str, Any]) -> DocumentCalibration:
-    """The manifest's `preprocessing.document_calibration` (its `selection` record is informative)."""
-    return DocumentCalibration(
-        position_weight=float(section.get("position_weight", 0.0)),
-        log_odds_bias=float(section.get("log_odds_bias", 0.0)),
-        log_odds_scale=float(section.get("log_odds_scale", 1.0)),
-    )
+    """The manifest's `preprocessing.document_calibration` (its `selection` record is informative).
+    A misspelt key or a value that is not a number is refused, not read as the default."""
+    if not isinstance(section, dict):
+        raise ValueError(f"document_calibration must be an object, not {type(section).__name__}")
+    unknown = set(section) - {*CALIBRATION_KEYS, "selection"}
+    if unknown:
+        raise ValueError(f"document_calibration has unknown keys {sorted(unknown)}")
+    values = {key: section[key] for key in CALIBRATION_KEYS if key in section}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"document_calibration.{key} must be a number, not {value!r}")
+    return DocumentCalibration(**{key: float(value) for key, value in values.items()})
