@@ -8,8 +8,10 @@ that the classifier never trained on and that the report figure never uses (cv70
   the biases that tie, the middle of the widest tied run, so the boundary does not sit on an edge);
 - `log_odds_scale`: maximum likelihood with the boundary held, so served probabilities are calibrated.
 
-The windows are the service's own (its tokenizer call and input policy); their probabilities come
-from the same graph on the CPU, and the pooling is the function the service pools with.
+The windows come from the service's input policy and the batcher's tokenizer call; their
+probabilities come from the same graph on the CPU, and the pooling is the function the service pools
+with (tests/training/test_classifier_contract.py checks served answers against it). The manifest is
+written once, after everything is computed, and atomically.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from scipy.optimize import minimize_scalar
+from tokenizers import Tokenizer
 
-from service.engine.loader import load_classifier
-from service.engine.preprocessing import DocumentCalibration, pool_log_probs
-from service.settings import Settings
+from service.engine.preprocessing import DocumentCalibration, policy_from_manifest, pool_log_probs
 from training.data import parse_folds, read_labelled_folders
 from training.export.manifest import MANIFEST_FILE, write_preprocessing_section
 
@@ -33,19 +34,26 @@ POSITION_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 BIASES = np.round(np.linspace(-3.0, 3.0, 241), 4)
 
 
-def document_window_log_probs(artifact: Path, texts: Sequence[str], threads: int = 2) -> list[np.ndarray]:
-    """Each text's window log-probabilities [windows, classes] under the artifact's served policy."""
-    batcher = load_classifier(
-        artifact, Settings(intra_op_threads=threads, classifier_max_windows_per_text=10_000)
+def document_window_log_probs(
+    artifact: Path, preprocessing: dict[str, Any], texts: Sequence[str], threads: int = 2
+) -> list[np.ndarray]:
+    """Each text's window log-probabilities [windows, classes] under `preprocessing` (the artifact's
+    served policy, or the one about to be written): the batcher's own tokenizer call and windows."""
+    manifest = json.loads((artifact / MANIFEST_FILE).read_text())
+    policy = policy_from_manifest(
+        {**manifest, "preprocessing": preprocessing}, manifest.get("context_length")
     )
+    tokenizer = manifest["tokenizer"]
+    eos_id = tokenizer.get("eos_id") if tokenizer.get("append_eos") else None
+    encoder = Tokenizer.from_file(str(artifact / tokenizer["file"]))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(artifact / "model.onnx"), options, providers=["CPUExecutionProvider"])
     grouped = []
     for text in texts:
-        windows = batcher.encode(text)
+        windows = policy.inputs(encoder.encode(text, add_special_tokens=False).ids, eos_id)
         width = max(len(window) for window in windows)
-        ids = np.full((len(windows), width), batcher.pad_id, dtype=np.int64)
+        ids = np.full((len(windows), width), int(tokenizer.get("pad_id", 0)), dtype=np.int64)
         mask = np.zeros_like(ids)
         for row, window in enumerate(windows):
             ids[row, : len(window)], mask[row, : len(window)] = window, 1
@@ -74,17 +82,23 @@ def _middle_of_best(accuracies: np.ndarray) -> tuple[float, int]:
 
 
 def fit_calibration(grouped: Sequence[np.ndarray], labels: Sequence[int]) -> dict[str, Any]:
-    """The rule with the best selection accuracy, its likelihood-fitted scale, and what each step gave."""
+    """The rule with the best selection accuracy, its likelihood-fitted scale, and what each step gave.
+
+    A document of one window is served without the rule, so the bias and the scale act only on the
+    documents of several windows; the accuracies count every document as it will be served."""
     y = np.asarray(labels)
+    several = np.array([len(rows) > 1 for rows in grouped])
+    if not several.any():
+        raise ValueError("no selection document spans several windows: there is nothing to calibrate")
     candidates = []
     for weight in POSITION_WEIGHTS:
         odds = _log_odds(grouped, DocumentCalibration(position_weight=weight))
-        accuracies = np.array([((odds + bias > 0) == y).mean() for bias in BIASES])
+        accuracies = np.array([((odds + bias * several > 0) == y).mean() for bias in BIASES])
         accuracy, at = _middle_of_best(accuracies)
         candidates.append((accuracy, -weight, weight, float(BIASES[at])))  # ties: the smaller weight
     accuracy, _, weight, bias = max(candidates)
-    shifted = _log_odds(grouped, DocumentCalibration(position_weight=weight)) + bias
-    signs = np.where(y == 1, 1.0, -1.0)
+    shifted = (_log_odds(grouped, DocumentCalibration(position_weight=weight)) + bias)[several]
+    signs = np.where(y[several] == 1, 1.0, -1.0)
     scale = minimize_scalar(
         lambda s: float(np.logaddexp(0.0, -s * signs * shifted).mean()), bounds=(0.05, 20.0), method="bounded"
     ).x
@@ -101,21 +115,23 @@ def calibrate_artifact(
     artifact: Path, folder: str, classes: Sequence[str], folds: str, threads: int = 2, windows: bool = False
 ) -> dict[str, Any]:
     """Fit the rule on `folds` of a folder corpus and write it into the artifact's manifest; with
-    `windows`, a truncating policy first becomes non-overlapping windows pooled by their mean."""
+    `windows`, a truncating policy first becomes non-overlapping windows pooled by their mean.
+    Everything is computed before the manifest is written, once: a failure leaves it as it was."""
     artifact = Path(artifact)
     manifest = json.loads((artifact / MANIFEST_FILE).read_text())
     preprocessing = dict(manifest.get("preprocessing") or {})
+    preprocessing.pop("document_calibration", None)
     if windows and preprocessing.get("long_documents") != "windows":
         room = int(preprocessing["max_tokens"]) - (1 if manifest["tokenizer"].get("append_eos") else 0)
         preprocessing.update(long_documents="windows", window_stride=room, pooling="mean")
     if (preprocessing.get("long_documents"), preprocessing.get("pooling")) != ("windows", "mean"):
-        raise ValueError(f"{artifact}: calibration needs windows pooled by their mean")
+        raise ValueError(f"{artifact}: calibration needs windows pooled by their mean (or --windows)")
     if len(manifest.get("labels") or []) != 2:
         raise ValueError(f"{artifact}: calibration needs a two-class classifier")
-    preprocessing.pop("document_calibration", None)
-    write_preprocessing_section(artifact, preprocessing)  # windows scored without the old rule
     examples = read_labelled_folders(folder, classes, parse_folds(folds))
-    grouped = document_window_log_probs(artifact, [example.text for example in examples], threads)
+    grouped = document_window_log_probs(
+        artifact, preprocessing, [example.text for example in examples], threads
+    )
     fitted = fit_calibration(grouped, [example.label for example in examples])
     rule = {key: fitted[key] for key in ("position_weight", "log_odds_bias", "log_odds_scale")}
     rule["selection"] = {

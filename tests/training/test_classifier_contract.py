@@ -144,6 +144,10 @@ def test_a_calibrated_document_rule_is_served_as_training_scores_it(tmp_path: Pa
     run = train_windowed_classifier(tmp_path, TRAINABLE_LLAMA_LM, pooling="mean")
     artifact = export_run(run, tmp_path / "exported")
     before = serve(artifact, heldout_texts(tmp_path))
+    manifest = (artifact / "manifest.json").read_bytes()
+    with pytest.raises(FileNotFoundError):  # a failed calibration leaves the manifest as it was
+        calibrate_artifact(artifact, str(tmp_path / "missing"), ["neg", "pos"], "2-3", threads=1)
+    assert (artifact / "manifest.json").read_bytes() == manifest
     rule = calibrate_artifact(artifact, str(tmp_path / "docs"), ["neg", "pos"], "2-3", threads=1)
     accuracy = rule["selection"]["accuracy"]
     assert accuracy["calibrated"] >= accuracy["mean"] and rule["selection"]["folds"] == "2-3"

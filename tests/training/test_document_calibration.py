@@ -56,6 +56,10 @@ def test_calibration_is_refused_where_it_cannot_apply() -> None:
     with pytest.raises(ManifestError, match="finite"):
         bad = {**section, "document_calibration": {"log_odds_bias": float("nan")}}
         policy_from_manifest({"name": "m", "labels": ["a", "b"], "preprocessing": bad}, 8)
+    for bad in ([1.0], {"log_odds_scal": 2.0}, {"log_odds_scale": True}, {"position_weight": 1e308}):
+        with pytest.raises(ManifestError, match="malformed preprocessing"):
+            broken = {**section, "document_calibration": bad}
+            policy_from_manifest({"name": "m", "labels": ["a", "b"], "preprocessing": broken}, 8)
     policy = policy_from_manifest({"name": "m", "labels": ["a", "b"], "preprocessing": calibrated}, 8)
     assert policy.calibration == DocumentCalibration(log_odds_bias=1.0)
 
@@ -70,7 +74,12 @@ def test_the_fit_corrects_a_shifted_prior_and_finds_the_informative_last_windows
         noise = rng.normal(0.0, 1.0, size=6).tolist()
         verdict = (1.5 if label else -1.5) + rng.normal(0.0, 0.7)
         grouped.append(np.array(two_class_rows([z - 1.0 for z in [*noise, verdict]])))
+    grouped[:40] = [rows[-1:] for rows in grouped[:40]]  # one-window documents: served without the rule
     fitted = fit_calibration(grouped, labels)
+    rule = DocumentCalibration(fitted["position_weight"], fitted["log_odds_bias"], fitted["log_odds_scale"])
+    served = [pool_log_probabilities(rows, "mean", rule) for rows in grouped]
+    served_accuracy = np.mean([(row[1] > row[0]) == label for row, label in zip(served, labels, strict=True)])
+    assert fitted["selection_accuracy"]["calibrated"] == pytest.approx(served_accuracy)
     assert fitted["position_weight"] > 0
     assert 0.3 < fitted["log_odds_bias"] < 1.7
     assert fitted["selection_accuracy"]["calibrated"] > fitted["selection_accuracy"]["mean"] + 0.1

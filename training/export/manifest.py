@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,10 @@ def build_manifest(
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    """Written to a temporary file and renamed over the old one: an interrupted write leaves the old
+    manifest whole, never a truncated file the service would refuse."""
     path = folder / MANIFEST_FILE
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    staging = path.with_name(f".{MANIFEST_FILE}.tmp")
+    staging.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(staging, path)
     return path
