@@ -221,6 +221,7 @@ class Scheduler:
             with self._cond:
                 self._running.remove(job)
             self._attention = True  # the freed slots can take a waiting request
+            self._maybe_holes = True
             self.output.finish_unadmitted(job, "error", f"request could not start: {exc!r}")
 
     def _start_job(self, job: Job) -> None:

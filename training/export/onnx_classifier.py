@@ -1,7 +1,8 @@
 """Classifier graphs: input_ids + attention_mask (right-padded) → probabilities [batch, num_labels].
 
 The softmax is inside the graph, so the service only reads numbers out. Padding never reaches a
-row's real tokens: the Transformer is causal and pools its last real token; the recurrent model runs
+row's real tokens: the Transformer is causal and pools its last real token (or the masked mean of
+its real tokens); the recurrent model runs
 with ONNX `sequence_lens`, whose reverse direction reverses each row within its own length, which is
 exactly what `RNNClassifier` does for its backward stack.
 """
