@@ -26,7 +26,12 @@ import onnxruntime as ort
 from scipy.optimize import minimize_scalar
 from tokenizers import Tokenizer
 
-from service.engine.preprocessing import DocumentCalibration, policy_from_manifest, pool_log_probs
+from service.engine.preprocessing import (
+    DocumentCalibration,
+    log_probabilities,
+    policy_from_manifest,
+    pool_log_probs,
+)
 from training.data import parse_folds, read_labelled_folders
 from training.export.manifest import MANIFEST_FILE, write_preprocessing_section
 
@@ -34,7 +39,7 @@ POSITION_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 BIASES = np.round(np.linspace(-3.0, 3.0, 241), 4)
 
 
-def document_window_log_probs(
+def served_window_log_probs(
     artifact: Path, preprocessing: dict[str, Any], texts: Sequence[str], threads: int = 2
 ) -> list[np.ndarray]:
     """Each text's window log-probabilities [windows, classes] under `preprocessing` (the artifact's
@@ -58,7 +63,7 @@ def document_window_log_probs(
         for row, window in enumerate(windows):
             ids[row, : len(window)], mask[row, : len(window)] = window, 1
         (probabilities,) = session.run(["probabilities"], {"input_ids": ids, "attention_mask": mask})
-        grouped.append(np.log(np.maximum(probabilities.astype(np.float64), np.finfo(np.float64).tiny)))
+        grouped.append(log_probabilities(probabilities))
     return grouped
 
 
@@ -90,19 +95,21 @@ def fit_calibration(grouped: Sequence[np.ndarray], labels: Sequence[int]) -> dic
     several = np.array([len(rows) > 1 for rows in grouped])
     if not several.any():
         raise ValueError("no selection document spans several windows: there is nothing to calibrate")
+    odds = {
+        weight: _log_odds(grouped, DocumentCalibration(position_weight=weight)) for weight in POSITION_WEIGHTS
+    }
     candidates = []
-    for weight in POSITION_WEIGHTS:
-        odds = _log_odds(grouped, DocumentCalibration(position_weight=weight))
-        accuracies = np.array([((odds + bias * several > 0) == y).mean() for bias in BIASES])
+    for weight, weighted in odds.items():
+        accuracies = np.array([((weighted + bias * several > 0) == y).mean() for bias in BIASES])
         accuracy, at = _middle_of_best(accuracies)
         candidates.append((accuracy, -weight, weight, float(BIASES[at])))  # ties: the smaller weight
     accuracy, _, weight, bias = max(candidates)
-    shifted = (_log_odds(grouped, DocumentCalibration(position_weight=weight)) + bias)[several]
+    shifted = (odds[weight] + bias)[several]
     signs = np.where(y[several] == 1, 1.0, -1.0)
     scale = minimize_scalar(
         lambda s: float(np.logaddexp(0.0, -s * signs * shifted).mean()), bounds=(0.05, 20.0), method="bounded"
     ).x
-    plain = _log_odds(grouped, DocumentCalibration())
+    plain = odds[0.0]  # weight 0, no shift, scale 1: the plain mean
     return {
         "position_weight": weight,
         "log_odds_bias": bias,
@@ -129,7 +136,7 @@ def calibrate_artifact(
     if len(manifest.get("labels") or []) != 2:
         raise ValueError(f"{artifact}: calibration needs a two-class classifier")
     examples = read_labelled_folders(folder, classes, parse_folds(folds))
-    grouped = document_window_log_probs(
+    grouped = served_window_log_probs(
         artifact, preprocessing, [example.text for example in examples], threads
     )
     fitted = fit_calibration(grouped, [example.label for example in examples])

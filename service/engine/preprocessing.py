@@ -61,6 +61,12 @@ class DocumentCalibration:
             raise ValueError(f"document_calibration needs |log_odds_bias| <= {self.LIMIT:g}")
 
 
+def log_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """The classifier graph's softmax output in log space (float64, a zero floored at the tiniest
+    positive double so that pooling never meets -inf)."""
+    return np.log(np.maximum(np.asarray(probabilities, dtype=np.float64), np.finfo(np.float64).tiny))
+
+
 def pool_log_probs(
     logs: np.ndarray, pooling: str, calibration: DocumentCalibration | None = None
 ) -> np.ndarray:
@@ -133,7 +139,7 @@ class InputPolicy:
         """One text's class probabilities from its inputs' (rows): pooled in log space, renormalised."""
         if len(probabilities) == 1:
             return probabilities[0]
-        logs = np.log(np.maximum(probabilities.astype(np.float64), np.finfo(np.float64).tiny))
+        logs = log_probabilities(probabilities)
         return np.exp(pool_log_probs(logs, self.pooling, self.calibration)).astype(np.float32)
 
 
