@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -110,8 +111,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
     lines = [
         "# Served sentiment accuracy (REST)",
         "",
-        f"Command: `{command}`. A real server on 127.0.0.1, POST /v1/sentiment, {TEXTS_PER_REQUEST} texts "
-        "a request, whole texts (the service windows long ones as each manifest says).",
+        f"Command: `{command}`. A real server on 127.0.0.1 with the default settings, POST /v1/sentiment, "
+        f"{TEXTS_PER_REQUEST} texts a request, whole texts (the service windows long ones as each manifest "
+        f"says). {results.get('cpus')} CPUs, load average after the run {results.get('loadavg_1m', 0):.1f}. "
+        f"Finished {results['finished']}.",
         "",
     ]
     names = list(next(iter(results["models"].values())))
@@ -142,6 +145,8 @@ def main() -> None:
         "models": evaluate(args.models, args.limit, args.models_root, args.folds, args.sets, changes),
         "command": command,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": os.getloadavg()[0],  # accuracy does not depend on it; recorded as every figure is
     }
     if args.limit is None and not changes and args.folds == "800-899":  # the reported figure only
         args.out.mkdir(parents=True, exist_ok=True)
